@@ -1,0 +1,142 @@
+"""``genforge <verb>``: each verb parses its flags and calls one function.
+
+Errors a user can fix print one line (``genforge: error: ...``) and exit 2; no tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import GenforgeError
+
+DEFAULT_MODEL = "shakespeare-char"
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .config import RunConfig, load_toml
+    from .train.fit import fit
+
+    cfg = RunConfig.from_dict(load_toml(args.config, overrides))
+    result = fit(cfg, resume=args.resume)
+    if result.checkpoint is not None:
+        print(f"done: step {result.step}, val loss {result.val_loss:.4f}; model in {result.checkpoint}")
+        print(f"try: genforge generate --model {result.out_dir} --prompt \"...\"")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .pipelines.text import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tm = load(args.model, device=args.device, quantize=args.quantize)
+    params = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                  min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                  frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
+                  stop=tuple(args.stop or ()), seed=args.seed, num_beams=args.num_beams, best_of=args.best_of)
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    if args.num_beams > 1 or args.best_of > 1 or args.no_stream:
+        out.write(tm.generate(args.prompt, **params))
+    else:
+        for piece in tm.stream(args.prompt, **params):
+            out.write(piece)
+            out.flush()
+    out.write("\n")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .pipelines.registry import list_models
+
+    rows = list_models()
+    if not rows:
+        print("no models found")
+        return 0
+    print(f"{'name':<24} {'source':<8} {'kind':<12} {'params':>10} {'val loss':>9}  path")
+    for m in rows:
+        vl = f"{m.val_loss:.4f}" if m.val_loss is not None else "-"
+        print(f"{m.name:<24} {m.source:<8} {m.kind:<12} {m.parameters:>10,} {vl:>9}  {m.path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import math
+
+    from .data.corpus import read_corpus
+    from .pipelines.text import load
+
+    tm = load(args.model, quantize=args.quantize)
+    text = read_corpus(args.corpus)
+    ppl = tm.perplexity(text)
+    print(f"perplexity {ppl:.4f}  ({math.log(ppl):.4f} nats/token, {math.log2(ppl):.4f} bits/token)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genforge", description="Train and sample generative models.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train", help="train a model from a TOML recipe",
+                       description="Train per CONFIG; override any field with --section.key=value.")
+    t.add_argument("config", help="TOML recipe, e.g. configs/shakespeare-char.toml")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
+
+    g = sub.add_parser("generate", help="generate text from a model, streaming")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
+    g.add_argument("--prompt", default="ROMEO:\n", help="text to continue")
+    g.add_argument("--max-tokens", type=int, default=300)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--frequency-penalty", type=float, default=0.0)
+    g.add_argument("--presence-penalty", type=float, default=0.0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable); never printed")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
+    g.add_argument("--best-of", type=int, default=1, help="> 1: sample n, keep the best mean log-prob")
+    g.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    g.add_argument("--no-stream", action="store_true", help="print the whole text at the end")
+
+    sub.add_parser("models", help="list bundled and local models")
+
+    e = sub.add_parser("eval", help="perplexity of a model on a corpus")
+    e.add_argument("--model", default=DEFAULT_MODEL)
+    e.add_argument("--corpus", required=True, help="text file, glob or folder")
+    e.add_argument("--quantize", choices=["int8"], default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.verb != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.verb == "train":
+            bad = [a for a in rest if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
+            if bad:
+                parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
+            return _train(args, rest)
+        return {"generate": _generate, "models": _models, "eval": _eval}[args.verb](args)
+    except GenforgeError as e:
+        print(f"genforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ngenforge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""A decoder-only Transformer (GPT-2 layout) with a preallocated KV cache.
+
+Read top to bottom: config, layers, model. The parameter names follow Hugging Face's GPT-2
+(``transformer.h.0.attn.c_attn`` ...) except that weights are stored (out, in) like nn.Linear,
+so GPT-2 checkpoints load with a transpose (see ``gpt2_hf.py``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65  # tokens in the codec's vocabulary
+    block_size: int = 256  # context length: positions the model can attend over
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads; n_embd must divide by it
+    n_embd: int = 128  # residual stream width
+    dropout: float = 0.0  # dropout on attention weights and residual branches (training only)
+    bias: bool = True  # biases in Linear and LayerNorm (GPT-2 has them)
+    tie_weights: bool = True  # share the token embedding with the output layer (Press & Wolf 2017)
+    layer_norm_eps: float = 1e-5  # GPT-2 uses 1e-5
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"model.{name}={v!r} is invalid: allowed an integer >= 1")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout!r} is invalid: allowed 0 <= dropout < 1")
+
+
+class KVCache:
+    """Keys and values for every layer, preallocated to ``max_len`` positions.
+
+    ``pos`` is how many positions are filled. Preallocation keeps decode free of ``torch.cat``
+    reallocations (each step writes one slice in place).
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (n_layer, batch, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.pos = 0
+
+    def reorder(self, index: Tensor) -> KVCache:
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        return self
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v fused
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            p = cache.pos
+            cache.k[layer, :, :, p : p + T] = k
+            cache.v[layer, :, :, p : p + T] = v
+            k = cache.k[layer, :, :, : p + T]  # (B, nh, p+T, hs)
+            v = cache.v[layer, :, :, : p + T]
+            if T == 1:  # one new query sees every cached position: no mask needed
+                y = F.scaled_dot_product_attention(q, k, v)
+            elif p == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # query i (absolute p+i) sees keys 0..p+i
+                mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # GPT-2's GELU is the tanh approximation (Hendrycks & Gimpel 2016)
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block (GPT-2)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer language model; a ``StepModel`` for the samplers."""
+
+    kind = "transformer"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.vocab_size = cfg.vocab_size
+        self.max_len = cfg.block_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales residual projections by 1/sqrt(2 * n_layer) so the stream's variance stays flat
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def _hidden(self, idx: Tensor, start: int, cache: KVCache | None) -> Tensor:
+        T = idx.shape[1]
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Logits (B, T, V) for every position of ``idx`` (B, T); used for training and scoring."""
+        if idx.shape[1] > self.max_len:
+            raise ValueError(f"sequence of {idx.shape[1]} tokens exceeds context {self.max_len}")
+        return self.lm_head(self._hidden(idx, 0, None))
+
+    # --- StepModel -------------------------------------------------------------------------
+    def init_state(self, batch_size: int, max_len: int) -> KVCache:
+        cfg = self.config
+        p = self.transformer.ln_f.weight  # never converted by prepare_for_inference
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, min(max_len, self.max_len),
+                       cfg.n_embd // cfg.n_head, p.dtype, p.device)
+
+    def step(self, ids: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        """Consume ``ids`` (B, T) at the cache position; logits for the last position only (B, 1, V).
+
+        Only the last position's logits are needed to sample, and skipping the output layer for
+        the other prompt positions saves a (T, C) x (C, V) product at prefill.
+        """
+        T = ids.shape[1]
+        if state.pos + T > state.k.shape[3]:
+            raise ValueError(f"KV cache holds {state.k.shape[3]} positions; {state.pos + T} needed")
+        h = self._hidden(ids, state.pos, state)
+        state.pos += T
+        return self.lm_head(h[:, -1:]), state
+
+    def reorder_state(self, state: KVCache, index: Tensor) -> KVCache:
+        return state.reorder(index)

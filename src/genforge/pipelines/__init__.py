@@ -1,0 +1,1 @@
+"""Pipelines: encode -> (retrieve) -> predict -> sample -> decode, one per modality."""

@@ -1,0 +1,1 @@
+"""Training: one fit() loop, checkpoints, distributed set-up."""

@@ -1,0 +1,205 @@
+"""Checkpoints: safetensors weights + JSON metadata, written atomically, verified on load.
+
+A checkpoint is a folder::
+
+    genforge.json          format, model kind + config, codec, run config, step, metrics, file hashes
+    model.safetensors      weights (tied weights stored once)
+    trainer.safetensors    optimizer moments and RNG states (training checkpoints only)
+
+It is written into ``<name>.tmp-<pid>`` and renamed into place; the rename is the commit, so a
+killed trainer leaves either the old checkpoint or the new one, never half of one. Pickle files are
+never loaded unless the caller opts in, and then only with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+FORMAT = "genforge-checkpoint"
+VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def model_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict with tied duplicates dropped, contiguous, optionally cast."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for name, t in model.state_dict().items():
+        key = t.data_ptr()
+        if key in seen and t.numel() > 0:
+            continue  # a tied weight (lm_head.weight is wte.weight): stored once
+        seen[key] = name
+        t = t.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[name] = t.contiguous()
+    return out
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
+                    trainer: dict[str, torch.Tensor] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint folder atomically. ``meta`` must be JSON-serialisable."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors = model_tensors(model, dtype)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            shutil.rmtree(tmp)
+            raise CheckpointError(f"refusing to save {path}: weight {name} has NaN/inf values")
+    files = {"model.safetensors": st_save(tensors)}
+    if trainer is not None:
+        files["trainer.safetensors"] = st_save({k: v.detach().cpu().contiguous() for k, v in trainer.items()})
+    meta = dict(meta, format=FORMAT, version=VERSION, files={})
+    for name, data in files.items():
+        _write_file(tmp / name, data)
+        meta["files"][name] = hashlib.sha256(data).hexdigest()
+    _write_file(tmp / "genforge.json", json.dumps(meta, indent=2).encode())
+    _fsync_dir(tmp)
+    if path.exists():  # replacing a checkpoint of the same name: move the old one aside first
+        old = path.parent / f"{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    meta_file = path / "genforge.json"
+    if not meta_file.is_file():
+        pickles = sorted(p.name for p in path.glob("*") if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+        if pickles:
+            raise CheckpointError(
+                f"{path} holds only pickle files ({', '.join(pickles)}); genforge refuses pickles because "
+                "loading one can run arbitrary code: convert the weights to safetensors")
+        raise CheckpointError(f"{path} is not a genforge model: genforge.json is missing")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_file} is corrupted (not valid JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_file} is not a genforge checkpoint (format field missing)")
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(f"{meta_file} was written by a newer genforge (version {meta['version']}); upgrade")
+    return meta
+
+
+def load_tensors(path: Path, name: str, meta: dict[str, Any], verify: bool = True) -> dict[str, torch.Tensor]:
+    """Read one safetensors file of a checkpoint, checking its hash against genforge.json."""
+    from safetensors.torch import load_file
+
+    f = path / name
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing: the checkpoint is incomplete")
+    expected = meta.get("files", {}).get(name)
+    if verify and expected and _sha256(f) != expected:
+        raise CheckpointError(f"{f} is corrupted or truncated (its SHA-256 does not match genforge.json)")
+    try:
+        tensors = load_file(str(f))
+    except Exception as e:  # safetensors' own error types
+        raise CheckpointError(f"{f} is not a valid safetensors file ({e})") from None
+    for k, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{f}: tensor {k} has NaN/inf values")
+    return tensors
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy checkpoint tensors into ``model`` with shape checks; tied weights may be absent."""
+    expected = model.state_dict()
+    stored = {k for k in expected if k in tensors}
+    missing = [k for k in expected if k not in tensors
+               and not any(expected[k].data_ptr() == expected[s].data_ptr() for s in stored)]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: weights do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for k in stored:
+        if tensors[k].shape != expected[k].shape:
+            raise CheckpointError(f"{where}: {k} has shape {tuple(tensors[k].shape)}, "
+                                  f"the model expects {tuple(expected[k].shape)}")
+    with torch.no_grad():
+        for k in stored:
+            expected[k].copy_(tensors[k])
+
+
+def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Opt-in only: a PyTorch pickle read with ``weights_only=True`` (no arbitrary code)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} could not be read as a weights-only pickle: {e}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} is not a plain state dict of tensors")
+    return obj
+
+
+def checkpoint_step(path: Path) -> int | None:
+    name = path.name
+    if not name.startswith("step-") or ".tmp-" in name or ".old-" in name:
+        return None
+    try:
+        return int(name[5:])
+    except ValueError:
+        return None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    found = [(s, p) for p in d.iterdir() if p.is_dir() and (s := checkpoint_step(p)) is not None
+             and (p / "genforge.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
+    ckpts = list_checkpoints(run_dir)
+    for p in ckpts[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+    d = Path(run_dir) / "checkpoints"
+    for p in d.glob("*.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
