@@ -64,6 +64,18 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipelines.registry import resolve_model
+    from .train.checkpoint import export_model
+
+    card = Path(args.card).read_text(encoding="utf-8") if args.card else None
+    out = export_model(resolve_model(args.run), args.out, args.dtype, card)
+    print(f"exported {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import math
 
@@ -88,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a model, streaming")
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
-    g.add_argument("--prompt", default="ROMEO:\n", help="text to continue")
-    g.add_argument("--max-tokens", type=int, default=300)
+    g.add_argument("--prompt", default="MACBETH.\n", help="text to continue")
+    g.add_argument("--max-tokens", type=int, default=200, help="new tokens (prompt + this must fit the context)")
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
@@ -107,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-stream", action="store_true", help="print the whole text at the end")
 
     sub.add_parser("models", help="list bundled and local models")
+
+    x = sub.add_parser("export", help="copy a run's newest weights into a standalone model folder")
+    x.add_argument("run", help="run folder or checkpoint folder")
+    x.add_argument("out", help="new model folder (e.g. $GENFORGE_HOME/models/NAME)")
+    x.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    x.add_argument("--card", default=None, help="a Markdown model card to put beside the weights")
 
     e = sub.add_parser("eval", help="perplexity of a model on a corpus")
     e.add_argument("--model", default=DEFAULT_MODEL)
@@ -127,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bad:
                 parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
             return _train(args, rest)
-        return {"generate": _generate, "models": _models, "eval": _eval}[args.verb](args)
+        return {"generate": _generate, "models": _models, "eval": _eval, "export": _export}[args.verb](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)
         return 2

@@ -68,22 +68,21 @@ def model_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[st
     return out
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
-                    trainer: dict[str, torch.Tensor] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write a checkpoint folder atomically. ``meta`` must be JSON-serialisable."""
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                    trainer: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint folder atomically: weights ``tensors`` (see ``model_tensors``), JSON
+    ``meta``, and optionally the trainer state. Nothing non-finite is ever written."""
     from safetensors.torch import save as st_save
 
     path = Path(path)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"refusing to save {path}: weight {name} has NaN/inf values")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f"{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    tensors = model_tensors(model, dtype)
-    for name, t in tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            shutil.rmtree(tmp)
-            raise CheckpointError(f"refusing to save {path}: weight {name} has NaN/inf values")
     files = {"model.safetensors": st_save(tensors)}
     if trainer is not None:
         files["trainer.safetensors"] = st_save({k: v.detach().cpu().contiguous() for k, v in trainer.items()})
@@ -203,3 +202,26 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     d = Path(run_dir) / "checkpoints"
     for p in d.glob("*.tmp-*"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: str | None = None) -> Path:
+    """Copy a checkpoint's weights and metadata (not the optimizer) into a standalone model folder.
+
+    ``dtype`` "fp16"/"bf16" halves the size of a model that trained in fp32; loading casts back.
+    ``card`` is written as MODEL_CARD.md beside the weights.
+    """
+    casts = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if dtype not in casts:
+        raise CheckpointError(f"export dtype {dtype!r} is unknown: allowed fp16, bf16, fp32")
+    src = Path(src)
+    meta = read_meta(src)
+    tensors = {k: v.to(casts[dtype]) if v.is_floating_point() else v
+               for k, v in load_tensors(src, "model.safetensors", meta).items()}
+    meta = {k: v for k, v in meta.items() if k not in ("trainer", "files", "format", "version")}
+    meta["weights_dtype"] = dtype
+    out = save_checkpoint(dst, tensors, meta)
+    if card is not None:
+        tmp = out / "MODEL_CARD.md.tmp"
+        tmp.write_text(card, encoding="utf-8")
+        os.replace(tmp, out / "MODEL_CARD.md")
+    return out

@@ -26,6 +26,7 @@ from .checkpoint import (
     list_checkpoints,
     load_tensors,
     load_weights,
+    model_tensors,
     prune_checkpoints,
     read_meta,
     save_checkpoint,
@@ -198,7 +199,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                             "nonfinite_steps": bad_total, "world_size": rt.world_size,
                             "device": str(rt.device), "precision": str(rt.amp_dtype or "fp32")},
             }
-            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", raw, meta_out, trainer)
+            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", model_tensors(raw), meta_out, trainer)
             prune_checkpoints(out, tc.keep_checkpoints)
             return path
 
