@@ -1,0 +1,83 @@
+"""Build the README's results table from benchmarks/results/*.json (never typed by hand).
+
+    python benchmarks/report.py          # print the table
+    python benchmarks/report.py --write  # replace the table between the markers in README.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def rows() -> list[str]:
+    out = ["| what | ours | peer | ratio / target | file |", "|---|---|---|---|---|"]
+    tq = _load("train_quality")
+    if tq:
+        sp = tq["train_speed"]
+        out.append(f"| training tokens/s, nanoGPT CPU config, {tq['threads']} threads | {sp['tokens_per_s']['ours']:,.0f} "
+                   f"| HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} | {sp['ratio']:.2f}x (target >= 1.3) "
+                   "| train_quality.json |")
+        for key, label in (("baseline", "nanoGPT CPU config"), ("best", "our best recipe (configs/best-cpu.toml)")):
+            if key in tq:
+                r = tq[key]
+                out.append(f"| val loss, Tiny Shakespeare, {label} | {r['val_loss']:.4f} (full split "
+                           f"{r['full_val_loss']:.4f}) in {r['wall_s']:.0f} s | nanoGPT 1.886 in 121 s "
+                           f"| {'<= 1.88' if key == 'baseline' else 'lower in <= the same time'} | train_quality.json |")
+    gs = _load("generate_speed")
+    if gs:
+        tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})
+        for k, label in (("fp32", "fp32"), ("int8", "int8 (fbgemm)")):
+            out.append(f"| GPT-2 124M batch-1 greedy decode, {label}, tokens/s | {tps[k]:.1f} "
+                       f"({frac.get(k, 0):.0%} of bandwidth bound) | HF generate fp32 {tps['hf']:.1f} "
+                       f"({frac.get('hf', 0):.0%}) | {gs['median_paired_ratio'][k]:.2f}x (target "
+                       f"{'>= 1.2' if k == 'fp32' else '>= 2.5'}) | generate_speed.json |")
+        mem = gs.get("memory")
+        if mem:
+            for k, m in mem.items():
+                if isinstance(m, dict) and "peak_rss_mb" in m:
+                    out.append(f"| peak RSS of generation, {k} | {m['peak_rss_mb']:.0f} MB | limit "
+                               f"{m.get('limit_mb', 0):.0f} MB | {'within' if m.get('within_limit') else 'OVER'} "
+                               "| generate_speed.json |")
+        ppl = gs.get("int8_perplexity")
+        if ppl and "relative_diff" in ppl:
+            out.append(f"| int8 held-out perplexity vs fp32 ({ppl.get('model', '')}) | {ppl['int8']:.4f} "
+                       f"| fp32 {ppl['fp32']:.4f} | {ppl['relative_diff']:+.2%} (target within 1%) "
+                       "| generate_speed.json |")
+    gpu = _load("gpu_h200")
+    if gpu:
+        t = gpu["train_tokens_per_s"]
+        for shape, modes in t.items():
+            cells = ", ".join(f"{m} {v:,.0f}" for m, v in modes.items())
+            out.append(f"| {gpu['device']} training tokens/s, {shape} | {cells} | | | gpu_h200.json |")
+        d = gpu["decode_gpt2_small_bf16_batch1"]
+        out.append(f"| {gpu['device']} GPT-2 124M batch-1 decode, bf16, tokens/s | {d['tokens_per_s']['ours']:.0f} "
+                   f"| HF generate {d['tokens_per_s']['hf']:.0f} | {d['ratio']:.2f}x | gpu_h200.json |")
+    return out
+
+
+def main() -> None:
+    table = "\n".join(rows())
+    if "--write" not in sys.argv:
+        print(table)
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"README.md has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
