@@ -5,6 +5,7 @@ Errors a user can fix print one line (``genforge: error: ...``) and exit 2; no t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,11 +16,12 @@ DEFAULT_MODEL = "shakespeare-char"
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .config import RunConfig, load_toml
+
+    cfg = RunConfig.from_dict(load_toml(args.config, overrides))  # config errors before torch loads
     from .train.fit import fit
 
-    cfg = RunConfig.from_dict(load_toml(args.config, overrides))
     result = fit(cfg, resume=args.resume)
-    if result.checkpoint is not None:
+    if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"done: step {result.step}, val loss {result.val_loss:.4f}; model in {result.checkpoint}")
         print(f"try: genforge generate --model {result.out_dir} --prompt \"...\"")
     return 0
@@ -38,14 +40,15 @@ def _generate(args: argparse.Namespace) -> int:
                   frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
                   stop=tuple(args.stop or ()), seed=args.seed, num_beams=args.num_beams, best_of=args.best_of)
     out = sys.stdout
+    if args.num_beams > 1 or args.best_of > 1 or args.no_stream:
+        out.write(args.prompt + tm.generate(args.prompt, **params) + "\n")
+        return 0
+    pieces = tm.stream(args.prompt, **params)  # checks the prompt before anything is printed
     out.write(args.prompt)
     out.flush()
-    if args.num_beams > 1 or args.best_of > 1 or args.no_stream:
-        out.write(tm.generate(args.prompt, **params))
-    else:
-        for piece in tm.stream(args.prompt, **params):
-            out.write(piece)
-            out.flush()
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
     out.write("\n")
     return 0
 
@@ -89,9 +92,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line, like every other genforge error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"genforge: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genforge", description="Train and sample generative models.")
-    sub = p.add_subparsers(dest="verb", required=True)
+    p = _Parser(prog="genforge", description="Train and sample generative models.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a TOML recipe",
                        description="Train per CONFIG; override any field with --section.key=value.")

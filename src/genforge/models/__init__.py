@@ -7,14 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def build_model(kind: str, fields: dict[str, Any]):
-    """Construct a model from its kind ("transformer" | "rnn") and its config fields."""
+def build_model(kind: str, fields: dict[str, Any], init: bool = True):
+    """Construct a model from its kind ("transformer" | "rnn") and its config fields.
+
+    ``init=False`` skips the Transformer's weight initialisation (for weights loaded right after).
+    """
     from ..config import ConfigError, from_dict
 
     if kind == "transformer":
         from .transformer import GPT, GPTConfig
 
-        return GPT(from_dict(GPTConfig, fields, "model"))
+        return GPT(from_dict(GPTConfig, fields, "model"), init=init)
     if kind == "rnn":
         from .rnn import RNNLM, RNNConfig
 

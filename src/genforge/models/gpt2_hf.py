@@ -48,7 +48,7 @@ def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{folder / 'config.json'} is not a valid GPT-2 config: {e}") from None
     with torch.device("meta"):
-        model = GPT(cfg)
+        model = GPT(cfg, init=False)
     expected = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     try:

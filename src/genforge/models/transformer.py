@@ -131,7 +131,8 @@ class GPT(nn.Module):
 
     kind = "transformer"
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, init: bool = True) -> None:
+        """``init=False`` skips weight initialisation, for models whose weights are loaded next."""
         super().__init__()
         self.config = cfg
         self.vocab_size = cfg.vocab_size
@@ -146,6 +147,11 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
+        if init:
+            self._init_all()
+
+    def _init_all(self) -> None:
+        cfg = self.config
         self.apply(self._init_weights)
         # GPT-2 scales residual projections by 1/sqrt(2 * n_layer) so the stream's variance stays flat
         for name, p in self.named_parameters():

@@ -92,13 +92,11 @@ def load(name_or_dir: str | Path, device: str = "cpu", quantize: str | None = No
         meta = read_meta(path)
         try:
             codec = codec_from_dict(meta["codec"])
-            with torch.device("meta"):
-                model = build_model(meta["model"]["kind"], {k: v for k, v in meta["model"].items() if k != "kind"})
+            # built on the CPU, not the meta device: meta initialisers import torch._dynamo (~1 s)
+            model = build_model(meta["model"]["kind"], {k: v for k, v in meta["model"].items() if k != "kind"},
+                                init=False)
         except KeyError as e:
             raise CheckpointError(f"{path / 'genforge.json'} is missing field {e}") from None
-        model = model.to_empty(device="cpu")
-        if getattr(model.config, "tie_weights", False):
-            model.lm_head.weight = model.transformer.wte.weight
         load_weights(model, load_tensors(path, "model.safetensors", meta), path)
     elif is_hf_gpt2_dir(path):
         from ..codecs.bpe import BPECodec

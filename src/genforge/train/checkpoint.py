@@ -75,6 +75,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     from safetensors.torch import save as st_save
 
     path = Path(path)
+    if path.exists() and not (path / "genforge.json").is_file():
+        raise CheckpointError(f"{path} exists and is not a genforge model folder: choose a new folder "
+                              "(genforge never overwrites other files)")
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"refusing to save {path}: weight {name} has NaN/inf values")
@@ -174,6 +177,16 @@ def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _recover_replaced(folder: Path) -> None:
+    """Finish an interrupted replace: ``step-N.old-PID`` is the only copy when ``step-N`` is missing."""
+    for old in folder.glob("*.old-*"):
+        target = folder / old.name.split(".old-", 1)[0]
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        elif (old / "genforge.json").is_file():
+            os.replace(old, target)
+
+
 def checkpoint_step(path: Path) -> int | None:
     name = path.name
     if not name.startswith("step-") or ".tmp-" in name or ".old-" in name:
@@ -189,6 +202,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
+    _recover_replaced(d)
     found = [(s, p) for p in d.iterdir() if p.is_dir() and (s := checkpoint_step(p)) is not None
              and (p / "genforge.json").is_file()]
     return [p for _, p in sorted(found)]

@@ -261,7 +261,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                 val_loss = evaluate(raw, shards.val, block, tc.batch_size, tc.eval_steps, tc.seed + 1, rt)
                 rec = {"step": step, "val_loss": val_loss, "val_bits_per_token": val_loss / math.log(2),
                        "elapsed_s": round(elapsed, 3)}
-                cpt = shards.meta.get("chars_per_token")
+                # bits per character makes char and BPE models comparable (corpus-wide chars/token)
+                cpt = shards.meta.get("chars", 0) / max(1, shards.meta.get("total_tokens", 0))
                 if cpt:
                     rec["val_bits_per_char"] = val_loss / math.log(2) / cpt
                 if log:

@@ -15,9 +15,9 @@ class MetricsLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             path.write_text("")
-        elif path.exists():
+        elif path.exists():  # a killed run may have left a half-written last line: drop it
             keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+                    if (rec := _parse(ln)) is not None and rec.get("step", 0) <= resume_step]
             path.write_text("".join(ln + "\n" for ln in keep))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -25,7 +25,15 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
-        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return [rec for ln in self.path.read_text().splitlines() if (rec := _parse(ln)) is not None]
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def plot_losses(records: list[dict[str, Any]], out: Path, title: str = "") -> None:

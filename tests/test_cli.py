@@ -1,0 +1,288 @@
+"""The real CLI in subprocesses (``python -m genforge ...``) with a private GENFORGE_HOME.
+
+Each subprocess pays the torch import (~2 s), so independent commands run concurrently in
+module-scoped fixtures and the tests assert on their results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_corpus_text
+from safetensors.torch import load_file
+
+import genforge
+from genforge.pipelines.registry import BUNDLED
+from genforge.train.checkpoint import list_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "tiny-test.toml"
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+PROMPT = "ROMEO:"
+
+
+class Env:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.corpus = root / "corpus.txt"
+        self.run = root / "run"
+        self.env = dict(os.environ, GENFORGE_HOME=str(self.home), OMP_NUM_THREADS="1")
+        self.env.pop("WORLD_SIZE", None)
+        self.env.pop("RANK", None)
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "genforge", *map(str, args)], env=self.env, cwd=self.root,
+                              capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+    def train_args(self, *extra: str, out_dir: Path | None = None) -> list[str]:
+        return ["train", str(CONFIG), f"--data.corpus={self.corpus}", f"--train.out_dir={out_dir or self.run}",
+                "--train.max_steps=20", "--train.eval_interval=10", "--train.eval_steps=2",
+                "--train.log_interval=10", "--train.progress=false", *extra]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_all(env: Env, commands: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = {k: pool.submit(env.cli, *args) for k, args in commands.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Env, subprocess.CompletedProcess]:
+    env = Env(tmp_path_factory.mktemp("cli"))
+    env.corpus.write_text(make_corpus_text(), encoding="utf-8")
+    proc = env.cli(*env.train_args())
+    return env, proc
+
+
+def test_train_writes_a_run(trained) -> None:
+    env, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "done: step 20" in proc.stdout
+    ckpts = list_checkpoints(env.run)
+    assert [p.name for p in ckpts] == ["step-00000010", "step-00000020"]
+    assert str(ckpts[-1]) in proc.stdout
+    steps = [json.loads(ln)["step"] for ln in (env.run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln)]
+    assert steps == [10, 20]  # the overrides were applied
+    assert (env.run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (env.home / "data" / "shards").is_dir()  # caches went to GENFORGE_HOME
+    assert not (env.root / "runs").exists()  # the config's own out_dir was overridden
+
+
+@pytest.fixture(scope="module")
+def generated(trained) -> dict[str, subprocess.CompletedProcess]:
+    env, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    store = env.home / "models" / "tiny-store"
+    shutil.copytree(list_checkpoints(env.run)[-1], store)
+    gen = ["generate", "--model", str(env.run), "--prompt", PROMPT, "--max-tokens", "20"]
+    return run_all(env, {
+        "seed1": gen + ["--seed", "1", "--temperature", "0.8"],
+        "seed1-again": gen + ["--seed", "1", "--temperature", "0.8"],
+        "greedy": gen + ["--temperature", "0"],
+        "greedy-beams1": gen + ["--num-beams", "1", "--temperature", "0"],
+        "models": ["models"],
+    })
+
+
+def _text(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.endswith("\n")
+    return proc.stdout[:-1]
+
+
+def test_generate_prints_prompt_then_continuation_and_is_seeded(trained, generated) -> None:
+    env, _ = trained
+    out = _text(generated["seed1"])
+    assert out.startswith(PROMPT)
+    assert len(out) == len(PROMPT) + 20  # char codec: 20 tokens are 20 characters
+    assert _text(generated["seed1-again"]) == out
+    # the CLI's streamed text equals the library's generate() for the same request
+    tm = genforge.load(env.run)
+    assert out[len(PROMPT):] == tm.generate(PROMPT, max_tokens=20, seed=1, temperature=0.8)
+
+
+def test_greedy_is_the_same_through_every_path(trained, generated) -> None:
+    env, _ = trained
+    greedy = _text(generated["greedy"])
+    assert _text(generated["greedy-beams1"]) == greedy
+    tm = genforge.load(env.run)
+    assert greedy == PROMPT + tm.generate(PROMPT, max_tokens=20, temperature=0)
+
+
+def test_models_lists_store_and_bundled_models(trained, generated) -> None:
+    proc = generated["models"]
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert "tiny-store" in rows
+    assert rows["tiny-store"][1:3] == ["local", "transformer"]
+    env, _ = trained
+    assert str(env.home / "models" / "tiny-store") in proc.stdout
+    bundled = {d.name for d in BUNDLED.iterdir() if (d / "genforge.json").is_file()} if BUNDLED.is_dir() else set()
+    assert bundled <= set(rows)
+    assert {n for n, r in rows.items() if r[1] == "bundled"} == bundled
+
+
+BUNDLED_NAMES = sorted(d.name for d in BUNDLED.iterdir() if (d / "genforge.json").is_file()) \
+    if BUNDLED.is_dir() else []
+
+
+@pytest.mark.parametrize("name", BUNDLED_NAMES)
+def test_bundled_model_loads_by_name_and_generates(name: str, home: Path) -> None:
+    before = tree_hashes(BUNDLED / name)
+    tm = genforge.load(name)  # hashes verified on load; an empty GENFORGE_HOME is enough
+    assert tm.path == BUNDLED / name
+    prompt = tm.codec.decode(tm.codec.encode("The "))
+    a = tm.generate(prompt, max_tokens=24, seed=7)
+    assert a == tm.generate(prompt, max_tokens=24, seed=7)
+    assert tm.codec.decode(tm.codec.encode(a)) == a
+    greedy = tm.complete(prompt, max_tokens=24, temperature=0)
+    assert greedy.finish_reason == "length" and len(greedy.token_ids) == 24
+    assert tree_hashes(BUNDLED / name) == before  # loading never writes into the package
+    assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------- bad input
+def _bad_cases(env: Env) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (argv, substrings the one-line error must contain)."""
+    root = env.root
+    ctx = json.loads((list_checkpoints(env.run)[-1] / "genforge.json").read_text())["model"]["block_size"]
+    return {
+        "unknown-key": (env.train_args("--train.lrr=1", out_dir=root / "out-unknown-key"),
+                        ["train.lrr", "allowed keys", "lr", "max_steps", "warmup_steps"]),
+        "wrong-type": (env.train_args("--train.lr=abc", out_dir=root / "out-wrong-type"),
+                       ["train.lr", "abc", "float"]),
+        "missing-config": (["train", str(root / "nope.toml"), f"--train.out_dir={root / 'out-missing-config'}"],
+                           ["nope.toml", "not found"]),
+        "empty-corpus": (env.train_args(f"--data.corpus={root / 'empty.txt'}", out_dir=root / "out-empty"),
+                         ["empty.txt", "empty"]),
+        "missing-corpus": (env.train_args(f"--data.corpus={root / 'missing.txt'}", out_dir=root / "out-missing"),
+                           ["missing.txt", "does not exist"]),
+        "clobber": (env.train_args(), ["already holds checkpoints", "--resume"]),
+        "char-outside-vocab": (["generate", "--model", str(env.run), "--prompt", "ab€", "--max-tokens", "5"],
+                               ["'€'", "position 2", "vocabulary"]),
+        "beyond-context": (["generate", "--model", str(env.run), "--prompt", PROMPT, "--max-tokens", str(ctx + 10)],
+                           [f"{len(PROMPT)} tokens", f"max_tokens is {ctx + 10}", f"context is {ctx}"]),
+        "truncated-checkpoint": (["generate", "--model", str(root / "broken" / "truncated"), "--prompt", "a"],
+                                 ["model.safetensors", "truncated"]),
+        "pickle-only": (["generate", "--model", str(root / "broken" / "pickled"), "--prompt", "a"],
+                        ["model.pt", "pickle"]),
+        "pickle-file": (["generate", "--model", str(root / "broken" / "pickled" / "model.pt"), "--prompt", "a"],
+                        ["model.pt", "pickle"]),
+        "missing-model": (["generate", "--model", "no-such-model", "--prompt", "a"],
+                          ["no-such-model", "tiny-store"]),
+        "eval-missing-corpus": (["eval", "--model", str(env.run), "--corpus", str(root / "missing.txt")],
+                                ["missing.txt"]),
+    }
+
+
+def _prepare_broken(env: Env) -> Path:
+    broken = env.root / "broken"
+    if broken.exists():
+        return broken
+    (env.root / "empty.txt").write_text("", encoding="utf-8")
+    newest = list_checkpoints(env.run)[-1]
+    shutil.copytree(newest, broken / "truncated")
+    data = (broken / "truncated" / "model.safetensors").read_bytes()
+    (broken / "truncated" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    (broken / "pickled").mkdir(parents=True)
+    torch.save(load_file(newest / "model.safetensors"), broken / "pickled" / "model.pt")
+    return broken
+
+
+def _run_bad(env: Env, names: list[str]):
+    broken = _prepare_broken(env)
+    watched = {"run": env.run, "broken": broken, "store": env.home / "models"}
+    before = {k: tree_hashes(p) for k, p in watched.items()}
+    cases = {k: v for k, v in _bad_cases(env).items() if k in names}
+    assert set(cases) == set(names)
+    results = run_all(env, {name: argv for name, (argv, _) in cases.items()})
+    after = {k: tree_hashes(p) for k, p in watched.items()}
+    return cases, results, before, after
+
+
+# the cases the spec names run by default; a few more in the slow pass (each costs a torch import)
+BAD = ["unknown-key", "wrong-type", "missing-config", "empty-corpus", "missing-corpus",
+       "char-outside-vocab", "beyond-context", "truncated-checkpoint", "pickle-only"]
+BAD_EXTRA = ["clobber", "pickle-file", "missing-model", "eval-missing-corpus"]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(trained, generated):
+    return _run_bad(trained[0], BAD)
+
+
+@pytest.fixture(scope="module")
+def bad_runs_extra(trained, generated):
+    return _run_bad(trained[0], BAD_EXTRA)
+
+
+def _check_bad(case: str, runs) -> None:
+    cases, results, _, _ = runs
+    proc = results[case]
+    words = cases[case][1]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("genforge: error:")
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def _check_unchanged(env: Env, runs) -> None:
+    _, _, before, after = runs
+    for name in before:
+        assert after[name] == before[name], name
+    assert before["run"] and before["broken"] and before["store"]
+    # failed trainings leave no files behind in the folders they were pointed at
+    for out in env.root.glob("out-*"):
+        assert not [p for p in out.rglob("*") if p.is_file()], out
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2(case: str, bad_runs) -> None:
+    _check_bad(case, bad_runs)
+
+
+def test_bad_input_changes_no_existing_file(trained, bad_runs) -> None:
+    _check_unchanged(trained[0], bad_runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", BAD_EXTRA)
+def test_more_bad_input_is_one_line_exit_2(case: str, trained, bad_runs_extra) -> None:
+    _check_bad(case, bad_runs_extra)
+    _check_unchanged(trained[0], bad_runs_extra)
+
+
+@pytest.mark.slow
+def test_sampling_seed_no_stream_and_store_name_paths(trained, generated) -> None:
+    env, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    gen = ["generate", "--model", str(env.run), "--prompt", PROMPT, "--max-tokens", "20"]
+    res = run_all(env, {"seed2": gen + ["--seed", "2", "--top-k", "5", "--temperature", "0.8"],
+                        "greedy-no-stream": gen + ["--temperature", "0", "--no-stream"],
+                        "by-name": ["generate", "--model", "tiny-store", "--prompt", PROMPT, "--max-tokens", "20",
+                                    "--seed", "1", "--temperature", "0.8"]})
+    # a model in the store is found by name and is the same model as the run it came from
+    assert _text(res["by-name"]) == _text(generated["seed1"])
+    tm = genforge.load(env.run)
+    assert _text(res["seed2"]) == PROMPT + tm.generate(PROMPT, max_tokens=20, seed=2, temperature=0.8, top_k=5)
+    assert _text(res["greedy-no-stream"]) == PROMPT + tm.generate(PROMPT, max_tokens=20, temperature=0)
