@@ -74,7 +74,8 @@ def _export(args: argparse.Namespace) -> int:
     from .train.checkpoint import export_model
 
     card = Path(args.card).read_text(encoding="utf-8") if args.card else None
-    out = export_model(resolve_model(args.run), args.out, args.dtype, card)
+    extra = {"chat_template": args.chat_template} if args.chat_template else None
+    out = export_model(resolve_model(args.run), args.out, args.dtype, card, extra)
     print(f"exported {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
     return 0
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("out", help="new model folder (e.g. $GENFORGE_HOME/models/NAME)")
     x.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
     x.add_argument("--card", default=None, help="a Markdown model card to put beside the weights")
+    x.add_argument("--chat-template", default=None, help="mark a chat model with its template's name")
 
     e = sub.add_parser("eval", help="perplexity of a model on a corpus")
     e.add_argument("--model", default=DEFAULT_MODEL)

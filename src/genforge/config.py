@@ -151,6 +151,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (helps on GPUs; rarely on CPUs)
     keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
     progress: bool = True  # show a progress bar
+    init_from: str = ""  # fine-tune: a model name or folder whose weights and codec the run starts from
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_steps",

@@ -218,11 +218,12 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: str | None = None) -> Path:
+def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: str | None = None,
+                 extra_meta: dict[str, Any] | None = None) -> Path:
     """Copy a checkpoint's weights and metadata (not the optimizer) into a standalone model folder.
 
     ``dtype`` "fp16"/"bf16" halves the size of a model that trained in fp32; loading casts back.
-    ``card`` is written as MODEL_CARD.md beside the weights.
+    ``card`` is written as MODEL_CARD.md beside the weights; ``extra_meta`` joins genforge.json.
     """
     casts = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     if dtype not in casts:
@@ -233,6 +234,7 @@ def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: st
                for k, v in load_tensors(src, "model.safetensors", meta).items()}
     meta = {k: v for k, v in meta.items() if k not in ("trainer", "files", "format", "version")}
     meta["weights_dtype"] = dtype
+    meta.update(extra_meta or {})  # e.g. {"chat_template": "shakespeare"} for chat models
     out = save_checkpoint(dst, tensors, meta)
     if card is not None:
         tmp = out / "MODEL_CARD.md.tmp"

@@ -62,13 +62,24 @@ def _build_codec(cfg: RunConfig):
     return BPECodec.train(iter_corpus(cfg.data.corpus), vocab_size=cfg.codec.vocab_size)
 
 
-def _model_fields(cfg: RunConfig, vocab_size: int) -> dict[str, Any]:
+FINE_TUNABLE = ("dropout",)  # model fields a fine-tuning recipe may change from its base model
+
+
+def _model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The model kind and config fields to build: from the recipe, or from the base model when fine-tuning."""
     fields = {k: v for k, v in cfg.model.items() if k != "kind"}
+    if base is not None:
+        base_fields = {k: v for k, v in base["model"].items() if k != "kind"}
+        for k, v in fields.items():
+            if k not in FINE_TUNABLE and base_fields.get(k) != v:
+                raise ConfigError(f"model.{k}={v!r} differs from train.init_from's {base_fields.get(k)!r}: when "
+                                  f"fine-tuning only {', '.join(FINE_TUNABLE)} may change; remove model.{k}")
+        return base["model"]["kind"], {**base_fields, **fields}
     if "vocab_size" in fields and fields["vocab_size"] != vocab_size:
         raise ConfigError(f"model.vocab_size={fields['vocab_size']} but the codec has {vocab_size} tokens: "
                           "remove model.vocab_size, it is set from the codec")
     fields["vocab_size"] = vocab_size
-    return fields
+    return cfg.model["kind"], fields
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -123,6 +134,12 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             raise GenforgeError(f"{out} already holds checkpoints: pass --resume to continue, "
                                 "or choose another --train.out_dir")
         meta = read_meta(ckpts[-1]) if resume else None
+        base_path = base = None
+        if tc.init_from and meta is None:  # fine-tuning: weights and codec come from the base model
+            from ..pipelines.registry import resolve_model
+
+            base_path = resolve_model(tc.init_from)
+            base = read_meta(base_path)
         if meta is not None:
             for section in ("model", "codec", "data"):
                 if meta["config"][section] != cfg.to_dict()[section]:
@@ -133,7 +150,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
         codec_file = out / "codec.json"
         if rt.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            codec = codec_from_dict(meta["codec"]) if meta else _build_codec(cfg)
+            source = meta or base
+            codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg)
             tmp = codec_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(codec.to_dict()))
             os.replace(tmp, codec_file)
@@ -144,7 +162,11 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             shards = prepare_shards(cfg.data.corpus, codec, data_home() / "shards", cfg.data.val_fraction)
 
         torch.manual_seed(tc.seed)
-        model = build_model(cfg.model["kind"], _model_fields(cfg, codec.vocab_size)).to(rt.device)
+        kind, fields = _model_spec(cfg, codec.vocab_size, meta or base)
+        model = build_model(kind, fields)
+        if base is not None:
+            load_weights(model, load_tensors(base_path, "model.safetensors", base), base_path)
+        model = model.to(rt.device)
         block = model.config.block_size
         opt = make_optimizer(model, tc, rt.device)
         sampler = WindowSampler(shards.train, block, tc.batch_size, tc.seed, split="train")
@@ -192,7 +214,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             if rt.device.type == "cuda":
                 trainer["rng.cuda"] = torch.cuda.get_rng_state(rt.device)
             meta_out = {
-                "model": {"kind": cfg.model["kind"], **_model_fields(cfg, codec.vocab_size)},
+                "model": {"kind": kind, **fields}, "init_from": tc.init_from or None,
                 "codec": codec.to_dict(), "config": cfg.to_dict(), "step": step, "metrics": metrics,
                 "parameters": raw.num_parameters(),
                 "trainer": {"param_groups": groups, "batches": sampler.batches, "elapsed_s": elapsed,
