@@ -80,6 +80,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve.app import ServeSettings, serve
+
+    key = args.api_key or os.environ.get("GENFORGE_API_KEY") or None
+    settings = ServeSettings(models=args.model or ["shakespeare-char"], api_key=key,
+                             max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device)
+    print(f"genforge: serving {', '.join(settings.models)} on http://{args.host}:{args.port}/ "
+          f"(API at /v1{', key required' if key else ''})", flush=True)
+    serve(settings, args.host, args.port)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import math
 
@@ -138,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--card", default=None, help="a Markdown model card to put beside the weights")
     x.add_argument("--chat-template", default=None, help="mark a chat model with its template's name")
 
+    s = sub.add_parser("serve", help="OpenAI-compatible API and web studio")
+    s.add_argument("--model", action="append", help="model to serve (repeatable); default shakespeare-char")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set GENFORGE_API_KEY)")
+    s.add_argument("--max-concurrent", type=int, default=64, help="requests in flight before 429")
+    s.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
+    s.add_argument("--device", default="cpu")
+
     e = sub.add_parser("eval", help="perplexity of a model on a corpus")
     e.add_argument("--model", default=DEFAULT_MODEL)
     e.add_argument("--corpus", required=True, help="text file, glob or folder")
@@ -157,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bad:
                 parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
             return _train(args, rest)
-        return {"generate": _generate, "models": _models, "eval": _eval, "export": _export}[args.verb](args)
+        return {"generate": _generate, "models": _models, "eval": _eval, "export": _export,
+                                  "serve": _serve}[args.verb](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)
         return 2

@@ -61,6 +61,22 @@ class KVCache:
         self.v = self.v.index_select(1, index)
         return self
 
+    # --- rows, for continuous batching: each row is one sequence with its own length ---------
+    def rows(self, n: int) -> KVCache:
+        """A cache over rows 0..n-1 that shares this one's storage (writes go through)."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.pos = self.k[:, :n], self.v[:, :n], self.pos
+        return view
+
+    def put_row(self, row: int, single: KVCache, length: int) -> None:
+        """Copy the first ``length`` positions of a one-row cache into ``row``."""
+        self.k[:, row, :, :length] = single.k[:, 0, :, :length]
+        self.v[:, row, :, :length] = single.v[:, 0, :, :length]
+
+    def move_row(self, src: int, dst: int, length: int) -> None:
+        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
@@ -71,14 +87,24 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                lengths: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        if cache is None:
+        if lengths is not None:  # ragged decode (T == 1): row b writes at and attends up to lengths[b]
+            rows = torch.arange(B, device=x.device)
+            cache.k[layer, rows, :, lengths] = k[:, :, 0]
+            cache.v[layer, rows, :, lengths] = v[:, :, 0]
+            span = int(lengths.max()) + 1
+            keys = torch.arange(span, device=x.device)
+            mask = (keys[None, :] <= lengths[:, None])[:, None, None, :]  # (B, 1, 1, span)
+            y = F.scaled_dot_product_attention(q, cache.k[layer, :, :, :span], cache.v[layer, :, :, :span],
+                                               attn_mask=mask)
+        elif cache is None:
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
             )
@@ -121,8 +147,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                lengths: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, lengths)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -170,13 +197,17 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
-    def _hidden(self, idx: Tensor, start: int, cache: KVCache | None) -> Tensor:
+    def _hidden(self, idx: Tensor, start: int, cache: KVCache | None, lengths: Tensor | None = None) -> Tensor:
         T = idx.shape[1]
-        pos = torch.arange(start, start + T, device=idx.device)
+        pos = lengths[:, None] if lengths is not None else torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
+            x = block(x, cache, i, lengths)
         return self.transformer.ln_f(x)  # (B, T, C)
+
+    def embed(self, idx: Tensor) -> Tensor:
+        """Mean-pooled final hidden states (B, C) of ``idx`` (B, T): a sentence embedding."""
+        return self._hidden(idx, 0, None).mean(dim=1)
 
     def forward(self, idx: Tensor) -> Tensor:
         """Logits (B, T, V) for every position of ``idx`` (B, T); used for training and scoring."""
@@ -206,3 +237,10 @@ class GPT(nn.Module):
 
     def reorder_state(self, state: KVCache, index: Tensor) -> KVCache:
         return state.reorder(index)
+
+    def step_rows(self, ids: Tensor, state: KVCache, lengths: Tensor) -> Tensor:
+        """Continuous batching: one new token per row, ``ids`` (B, 1), where row b already holds
+        ``lengths[b]`` positions. Returns logits (B, 1, V); the caller advances ``lengths``."""
+        if int(lengths.max()) >= state.k.shape[3]:
+            raise ValueError(f"KV cache holds {state.k.shape[3]} positions; a row needs more")
+        return self.lm_head(self._hidden(ids, 0, state, lengths))

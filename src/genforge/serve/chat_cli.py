@@ -1,0 +1,280 @@
+"""``genforge chat``: a terminal chat with a chat model, with history, streaming and a few commands.
+
+The history is a list of role messages; every turn renders the whole history with the model's chat
+template (``template_for(model.meta)``), streams the reply until one of the template's stop strings, and
+appends the cleaned reply. When the prompt plus ``max_tokens`` would not fit the model's context, the
+oldest exchanges are dropped (the system message stays). Commands::
+
+    /reset              forget the conversation (the system prompt stays)
+    /system [TEXT]      show or set the system prompt
+    /params [k=v ...]   show or set sampling parameters (temperature, top_p, top_k, max_tokens, seed, ...)
+    /help               this list
+    /quit               leave (so does Ctrl-D)
+
+``run_chat`` takes ``input_fn`` and ``output`` so that tests can script a whole session.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import GenforgeError
+from .chat_template import ChatTemplate, template_for
+
+DEFAULT_PARAMS: dict[str, Any] = {"max_tokens": 120, "temperature": 0.8, "top_p": 0.95, "seed": None}
+PARAM_TYPES: dict[str, type] = {
+    "max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
+    "repetition_penalty": float, "frequency_penalty": float, "presence_penalty": float, "seed": int,
+}
+MIN_REPLY_TOKENS = 8  # below this much room left in the context, a message is refused
+PROMPT = "you> "
+
+HELP = """commands:
+  /reset              forget the conversation (the system prompt stays)
+  /system [TEXT]      show or set the system prompt
+  /params [k=v ...]   show or set sampling parameters: {names}
+                      (reply k after the start or /reset uses seed + k; seed=none: random)
+  /help               this help
+  /quit               leave (so does Ctrl-D)
+a line starting with // sends the rest as a message beginning with /"""
+
+
+def parse_params(assignments: list[str], current: Mapping[str, Any]) -> dict[str, Any]:
+    """``["temperature=0", "top_k=40"]`` -> the new full parameter dict; raise ``GenforgeError`` if bad.
+
+    All or nothing: one bad value changes nothing. The result is checked as ``SamplingParams``.
+    """
+    from ..types import SamplingParams
+
+    new = dict(current)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip().replace("-", "_"), raw.strip()
+        if not sep or not key:
+            raise GenforgeError(f"{item!r} is not key=value, e.g. temperature=0.7")
+        if key not in PARAM_TYPES:
+            raise GenforgeError(f"unknown parameter {key!r}: allowed {', '.join(PARAM_TYPES)}")
+        if key == "seed" and raw.lower() in ("none", "random", ""):
+            new[key] = None
+            continue
+        try:
+            value: Any = PARAM_TYPES[key](raw)
+        except ValueError:
+            kind = "an integer" if PARAM_TYPES[key] is int else "a number"
+            raise GenforgeError(f"{key}={raw!r} is invalid: expected {kind}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GenforgeError(f"{key}={raw!r} is invalid: expected a finite number")
+        new[key] = value
+    SamplingParams(**new)  # range checks; raises ConfigError (a GenforgeError) naming the parameter
+    return new
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={'none' if v is None else v}" for k, v in params.items())
+
+
+class ChatSession:
+    """One conversation with a loaded ``TextModel``: history, system prompt and sampling parameters."""
+
+    def __init__(self, tm: Any, system: str | None = None, params: Mapping[str, Any] | None = None,
+                 output: TextIO | None = None, name: str = "model") -> None:
+        self.tm = tm
+        self.template: ChatTemplate = template_for(tm.meta)
+        self.template.check_codec(tm.codec)
+        self.out = output if output is not None else sys.stdout
+        self.name = name
+        self.context = int(tm.context_length)
+        self.history: list[dict[str, str]] = []  # user/assistant messages, always whole exchanges
+        self.system = self.template.default_system
+        if system is not None:
+            self._check_system(system)
+            self.system = system
+        unknown = [k for k in (params or {}) if k not in PARAM_TYPES]
+        if unknown:
+            raise GenforgeError(f"unknown sampling parameter {unknown[0]!r} for chat: allowed {', '.join(PARAM_TYPES)}")
+        self.params = parse_params([], {**DEFAULT_PARAMS, **dict(params or {})})
+        self._check_max_tokens(self.params)
+        self._told_dropping = False
+        self.turn = 0  # replies since the start or the last /reset: reply k uses seed + k
+
+    # -- output ---------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # -- state ----------------------------------------------------------------------------------------
+    def messages(self, extra: list[dict[str, str]] | None = None,
+                 history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        hist = self.history if history is None else history
+        return [{"role": "system", "content": self.system}, *hist, *(extra or [])]
+
+    def render(self, user_text: str) -> str:
+        """The prompt the model would get for ``user_text`` with the current history (no trimming)."""
+        return self.template.render(self.messages([{"role": "user", "content": user_text}]))
+
+    def _check_system(self, text: str) -> None:
+        self.tm.codec.encode(self.template.neutralise(text))  # DataError: a character outside the vocabulary
+
+    def _check_max_tokens(self, params: Mapping[str, Any]) -> None:
+        if params["max_tokens"] >= self.context:
+            raise GenforgeError(f"max_tokens={params['max_tokens']} is invalid: the model's context is "
+                                f"{self.context} tokens, so allowed 1 .. {self.context - 1}")
+
+    def fit(self, user_text: str) -> tuple[str, list[dict[str, str]], int]:
+        """The prompt, the (possibly trimmed) history it used and the max_tokens that fits the context.
+
+        Drops the oldest exchanges until prompt + max_tokens fits; if even the system prompt and this
+        message alone leave less room than ``max_tokens``, the reply gets what is left (at least
+        ``MIN_REPLY_TOKENS``, else ``GenforgeError``).
+        """
+        user = [{"role": "user", "content": user_text}]
+        history = list(self.history)
+        want = self.params["max_tokens"]
+        while True:
+            prompt = self.template.render(self.messages(user, history))
+            n = len(self.tm.codec.encode(prompt))
+            if n + want <= self.context:
+                return prompt, history, want
+            if len(history) >= 2:
+                history = history[2:]
+                continue
+            room = self.context - n
+            if room < MIN_REPLY_TOKENS:
+                raise GenforgeError(f"that message is too long: with the system prompt the prompt is {n} tokens "
+                                    f"and the model's context is {self.context}; shorten it (or the /system "
+                                    "prompt)")
+            return prompt, history, room
+
+    # -- one turn -------------------------------------------------------------------------------------
+    def send(self, user_text: str) -> str | None:
+        """Generate and print a reply to ``user_text``; on success record the exchange and return the reply."""
+        self.tm.codec.encode(self.template.neutralise(user_text))  # name a bad character by its place in the message
+        prompt, history, max_tokens = self.fit(user_text)
+        dropped = (len(self.history) - len(history)) // 2
+        if dropped and not self._told_dropping:
+            self.say(f"(the conversation is longer than the model's {self.context}-token context: "
+                     "the oldest exchanges are dropped from now on)")
+            self._told_dropping = True
+        if max_tokens < self.params["max_tokens"]:
+            self.say(f"(only {max_tokens} tokens of context are left for this reply)")
+        seed = self.params["seed"]
+        params = {**self.params, "max_tokens": max_tokens, "seed": None if seed is None else seed + self.turn}
+        self.turn += 1
+        pieces = self.tm.stream(prompt, stop=self.template.stop_strings(), **params)
+        self.out.write(f"{self.name}> ")
+        self.out.flush()
+        text: list[str] = []
+        shown = ""
+        try:
+            for piece in pieces:
+                text.append(piece)
+                if not shown:
+                    piece = piece.lstrip()  # a reply that starts with a newline starts on the prompt line
+                shown += piece
+                self.out.write(piece)
+                self.out.flush()
+        finally:
+            if not shown.endswith("\n"):
+                self.out.write("\n")
+            self.out.flush()
+        reply = self.template.clean_reply("".join(text))
+        if not reply:
+            self.say("(the model gave an empty reply; that exchange is not kept)")
+            return None
+        self.history = history + [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
+        return reply
+
+    # -- commands -------------------------------------------------------------------------------------
+    def command(self, line: str) -> bool:
+        """Run a /command; return False when the session should end."""
+        name, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if name in ("/quit", "/exit"):
+            return False
+        if name == "/help":
+            self.say(HELP.format(names=", ".join(PARAM_TYPES)))
+        elif name == "/reset":
+            self.history.clear()
+            self._told_dropping = False
+            self.turn = 0
+            self.say("(conversation cleared)")
+        elif name == "/system":
+            if not rest:
+                self.say(f"system: {self.system}" if self.system else "system: (none)")
+            else:
+                self._check_system(rest)
+                self.system = rest
+                self.say("(system prompt set)")
+        elif name == "/params":
+            if rest:
+                new = parse_params(rest.split(), self.params)
+                self._check_max_tokens(new)
+                if new["seed"] != self.params["seed"]:
+                    self.turn = 0
+                self.params = new
+            self.say(format_params(self.params))
+        else:
+            self.say(f"unknown command {name}: try /help")
+        return True
+
+    def handle(self, line: str) -> bool:
+        """One line of input: a command or a message. Errors print one line; returns False to quit."""
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return True
+        try:
+            if line.startswith("/") and not line.startswith("//"):
+                return self.command(line)
+            self.send(line[1:] if line.startswith("//") else line)
+        except GenforgeError as e:
+            self.say(f"error: {e}")
+        except KeyboardInterrupt:
+            self.say("(interrupted; that exchange is not kept)")
+        except (RuntimeError, ValueError) as e:  # e.g. an out-of-memory error from torch
+            self.say(f"error: generation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return True
+
+
+def run_chat(model_name: str | Path | Any, system: str | None = None, params: Mapping[str, Any] | None = None,
+             input_fn: Callable[[str], str] = input, output: TextIO | None = None,
+             load_kwargs: Mapping[str, Any] | None = None) -> int:
+    """Chat in the terminal until /quit or end of input (Ctrl-D); returns the exit status (0).
+
+    ``model_name`` is anything ``genforge.load`` takes (or an already loaded ``TextModel``);
+    ``params`` are sampling parameters over ``DEFAULT_PARAMS``; ``load_kwargs`` go to ``genforge.load``
+    (``device``, ``quantize``). A model that cannot be loaded, or a bad ``system``/``params``, raises
+    ``GenforgeError`` before the conversation starts.
+    """
+    out = output if output is not None else sys.stdout
+    if hasattr(model_name, "stream") and hasattr(model_name, "codec"):
+        tm, name = model_name, Path(str(getattr(model_name, "path", None) or "model")).name
+    else:
+        from ..pipelines.text import load
+
+        tm, name = load(model_name, **dict(load_kwargs or {})), Path(str(model_name)).name
+    session = ChatSession(tm, system, params, out, name=name)
+    if not tm.meta.get("chat_template"):
+        session.say(f"note: {name} is not a chat model (its genforge.json names no chat_template); using the "
+                    f"{session.template.name!r} template anyway, expect plain continuation")
+    session.say(f"chatting with {name} ({session.context}-token context, {session.template.name!r} template; "
+                f"{format_params(session.params)}). /help for commands, /quit or Ctrl-D to leave.")
+    if input_fn is input:
+        try:
+            import readline  # noqa: F401  (line editing and up-arrow history for input())
+        except ImportError:
+            pass
+    while True:
+        try:
+            line = input_fn(PROMPT)
+        except EOFError:
+            out.write("\n")
+            out.flush()
+            return 0
+        except KeyboardInterrupt:
+            session.say("\n(use /quit or Ctrl-D to leave)")
+            continue
+        if not session.handle(line):
+            return 0

@@ -1,0 +1,104 @@
+"""One generation request as the HTTP layer sees it: engine tokens in, text events out (asyncio).
+
+Each choice of a request is one engine row. Token ids arrive on the engine thread and are handed
+to the event loop; here they are decoded (UTF-8-safe) and passed through the stop-string matcher,
+the same pieces the in-process ``stream_text`` uses, so a streamed reply equals the non-streamed
+one and a stop string split across tokens never leaks.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ..sampling.stop import StopMatcher
+from ..types import Codec, SamplingParams
+from .engine import BatchEngine, EngineRequest
+
+
+@dataclass
+class Event:
+    index: int  # which choice
+    text: str = ""  # newly safe text
+    tokens: list[tuple[int, float, list | None]] = field(default_factory=list)  # (id, logprob, top)
+    finish_reason: str | None = None  # set on the last event of a choice
+    error: BaseException | None = None
+
+
+class ChoiceRun:
+    def __init__(self, index: int, codec: Codec, stops: tuple[str, ...]) -> None:
+        self.index = index
+        self.codec = codec
+        self.decoder = codec.decoder()
+        self.matcher = StopMatcher(stops)
+        self.request: EngineRequest | None = None
+        self.completion_tokens = 0
+        self.done = False
+
+    def on_token(self, token: int, logprob: float, top: list | None) -> Event:
+        self.completion_tokens += 1
+        safe, stopped = self.matcher.push(self.decoder.push(token))
+        if stopped:
+            self.request.cancel()
+            self.done = True
+            return Event(self.index, safe, [(token, logprob, top)], finish_reason="stop")
+        return Event(self.index, safe, [(token, logprob, top)])
+
+    def on_done(self, reason: str, error: BaseException | None) -> Event:
+        if self.done:  # already finished by a stop string; the engine's "cancelled" is not news
+            return Event(self.index)
+        self.done = True
+        if error is not None:
+            return Event(self.index, finish_reason="error", error=error)
+        safe, stopped = self.matcher.push(self.decoder.flush())
+        rest = "" if stopped else self.matcher.flush()
+        return Event(self.index, safe + rest, finish_reason="stop" if stopped else "length")
+
+
+class GenerationRun:
+    """All choices of one request, as one async stream of ``Event``s."""
+
+    def __init__(self, engine: BatchEngine, codec: Codec, prompt_ids: list[int], params: SamplingParams,
+                 n: int, stops: tuple[str, ...], top_logprobs: int = 0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.choices = [ChoiceRun(i, codec, stops) for i in range(n)]
+        self.prompt_tokens = len(prompt_ids)
+        for i, choice in enumerate(self.choices):
+            # choice i of a seeded request uses seed + i, so the n choices differ but repeat
+            p = params if params.seed is None or i == 0 else _with_seed(params, params.seed + i)
+            choice.request = EngineRequest(
+                list(prompt_ids), p, top_logprobs=top_logprobs,
+                on_token=lambda t, lp, top, c=choice: self._put(c.on_token, t, lp, top),
+                on_done=lambda r, e, c=choice: self._put(c.on_done, r, e))
+        self.engine = engine
+
+    def _put(self, fn, *args) -> None:
+        self.loop.call_soon_threadsafe(lambda: self.queue.put_nowait(fn(*args)))
+
+    def start(self) -> None:
+        for c in self.choices:
+            self.engine.submit(c.request)
+
+    def cancel(self) -> None:
+        for c in self.choices:
+            c.request.cancel()
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.choices)
+
+    async def events(self) -> AsyncIterator[Event]:
+        finished = 0
+        while finished < len(self.choices):
+            ev = await self.queue.get()
+            if ev.finish_reason is not None:
+                finished += 1
+            if ev.text or ev.tokens or ev.finish_reason:
+                yield ev
+
+
+def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
+    from dataclasses import replace
+
+    return replace(params, seed=seed)

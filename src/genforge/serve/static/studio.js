@@ -1,0 +1,716 @@
+// genforge studio: a plain ES module, no framework, no build step, nothing fetched from elsewhere.
+// It talks to the OpenAI-style API of the server that serves it (same origin, relative URLs, so the
+// page also works behind a reverse proxy under a path prefix).
+
+const $ = (id) => document.getElementById(id);
+
+const KEY_STORE = "genforge.apiKey";
+const PARAMS_STORE = "genforge.studio.params";
+const MODEL_STORE = "genforge.studio.models";
+const DEFAULTS = { max_tokens: 200, temperature: 0.8, top_p: 0.95, seed: "", stop: "" };
+const MAX_STOPS = 4;
+
+// ---------------------------------------------------------------- modalities and tabs
+// Each tab lists the models it can drive; a tab is shown only when at least one model qualifies.
+// A new modality (image, music, molecule, ...) is a <section id="panel-NAME" role="tabpanel">, a tab
+// button, and an entry here, e.g. {id: "image", accepts: (m) => modality(m) === "image"}.
+const modality = (m) => String(m.genforge_modality || "text").toLowerCase();
+const isChat = (m) => m.genforge_chat === true;
+const TABS = [
+  { id: "text", accepts: (m) => modality(m) === "text" },
+  { id: "chat", accepts: (m) => modality(m) === "text" },
+];
+
+const state = {
+  models: [],
+  tab: null,
+  text: { controller: null },
+  chat: { controller: null, messages: [], epoch: 0 },
+};
+
+// ---------------------------------------------------------------- small helpers
+function storageGet(key, fallback) {
+  try {
+    const v = localStorage.getItem(key);
+    return v === null ? fallback : v;
+  } catch {
+    return fallback; // storage disabled (private mode, file policy): the page still works
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    if (value === "" || value === null || value === undefined) localStorage.removeItem(key);
+    else localStorage.setItem(key, value);
+  } catch {
+    /* ignore */
+  }
+}
+
+function headers() {
+  const h = { "Content-Type": "application/json", Accept: "text/event-stream, application/json" };
+  const key = $("api-key").value.trim();
+  if (key) h.Authorization = `Bearer ${key}`;
+  return h;
+}
+
+class StudioError extends Error {
+  constructor(message, { status = 0, type = "", code = "" } = {}) {
+    super(message);
+    this.name = "StudioError";
+    this.status = status;
+    this.type = type;
+    this.code = code;
+  }
+}
+
+function apiError(err, status = 0) {
+  const e = err && typeof err === "object" ? err : { message: String(err) };
+  const parts = [];
+  if (e.type) parts.push(e.type);
+  if (e.param) parts.push(`param: ${e.param}`);
+  const where = parts.length ? ` (${parts.join(", ")})` : "";
+  return new StudioError(`${e.message || "unknown error"}${where}`, { status, type: e.type || "", code: e.code || "" });
+}
+
+async function httpError(res) {
+  let body = null;
+  const text = await res.text().catch(() => "");
+  try {
+    body = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  let err;
+  if (body && body.error) err = apiError(body.error, res.status);
+  else if (body && body.detail !== undefined) {
+    // FastAPI's own validation errors: {"detail": [{"loc": [...], "msg": "..."}]} or {"detail": "..."}
+    const d = Array.isArray(body.detail)
+      ? body.detail.map((x) => `${(x.loc || []).filter((p) => p !== "body").join(".")}: ${x.msg}`).join("; ")
+      : String(body.detail);
+    err = new StudioError(d, { status: res.status });
+  } else err = new StudioError(text.trim().slice(0, 300) || res.statusText || "request failed", { status: res.status });
+  err.message = `HTTP ${res.status}: ${err.message}`;
+  return err;
+}
+
+function describeFailure(e) {
+  if (e instanceof StudioError) {
+    if (e.status === 401 || e.status === 403) {
+      $("key-box").open = true;
+      return `${e.message} — enter the server's API key at the top of the page.`;
+    }
+    return e.message;
+  }
+  if (e instanceof TypeError) return `Cannot reach the server (${e.message}). Is genforge serve still running?`;
+  return String(e && e.message ? e.message : e);
+}
+
+function showError(box, e) {
+  box.textContent = typeof e === "string" ? e : describeFailure(e);
+  box.hidden = false;
+}
+
+function clearError(box) {
+  box.textContent = "";
+  box.hidden = true;
+}
+
+function fmtSeconds(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+const FINISH = {
+  stop: "stop (end of text or a stop sequence)",
+  length: "length (max tokens reached)",
+  content_filter: "content filter",
+  aborted: "stopped by you",
+  error: "error",
+};
+
+function statsLine(r) {
+  if (!r) return "";
+  const parts = [];
+  const n = r.usage && Number.isFinite(r.usage.completion_tokens) ? r.usage.completion_tokens : r.pieces;
+  const total = r.tEnd - r.tStart;
+  parts.push(`${n} token${n === 1 ? "" : "s"} in ${fmtSeconds(total)}`);
+  if (r.tFirst !== null) {
+    const decode = (r.tLast - r.tFirst) / 1000;
+    if (n > 1 && decode > 0) parts.push(`${((n - 1) / decode).toFixed(1)} tokens/s`);
+    parts.push(`first token after ${fmtSeconds(r.tFirst - r.tStart)}`);
+  }
+  parts.push(`finish: ${FINISH[r.finish] || r.finish || "unknown"}`);
+  return parts.join(" · ");
+}
+
+// ---------------------------------------------------------------- server-sent events
+// Yields the data of each event. Network chunks may end anywhere (mid-line, mid-UTF-8 character), so
+// bytes are decoded in streaming mode and only complete lines are parsed; an event is the data lines
+// up to a blank line (several data lines join with "\n", as the SSE spec says).
+export async function* sseEvents(body) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  let data = [];
+  const line = function* (raw) {
+    const l = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (l === "") {
+      if (data.length) yield data.join("\n");
+      data = [];
+      return;
+    }
+    if (l.startsWith(":")) return; // comment / keep-alive
+    const i = l.indexOf(":");
+    const field = i < 0 ? l : l.slice(0, i);
+    let value = i < 0 ? "" : l.slice(i + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "data") data.push(value);
+  };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const raw = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        yield* line(raw);
+      }
+    }
+    buf += decoder.decode();
+    if (buf) yield* line(buf);
+    yield* line(""); // a last event without its blank line
+  } finally {
+    reader.cancel().catch(() => {}); // left early ([DONE], Stop): let the connection go
+  }
+}
+
+// POST a streaming request and hand each piece of text to onPiece. Returns timing and finish info.
+// pick(choice) extracts the text of one choice (completions: .text; chat: .delta.content).
+async function streamRequest(url, body, { signal, pick, onPiece }) {
+  const r = { tStart: performance.now(), tFirst: null, tLast: null, tEnd: null, pieces: 0, finish: null, usage: null };
+  const take = (msg) => {
+    if (msg && msg.error) throw apiError(msg.error);
+    const ch = msg && Array.isArray(msg.choices) ? msg.choices[0] : null;
+    if (ch) {
+      const piece = pick(ch);
+      if (typeof piece === "string" && piece) {
+        const now = performance.now();
+        if (r.tFirst === null) r.tFirst = now;
+        r.tLast = now;
+        r.pieces += 1;
+        onPiece(piece);
+      }
+      if (ch.finish_reason) r.finish = ch.finish_reason;
+    }
+    if (msg && msg.usage) r.usage = msg.usage;
+  };
+  try {
+    const res = await fetch(url, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+    if (!res.ok) throw await httpError(res);
+    const ctype = res.headers.get("content-type") || "";
+    if (!ctype.includes("text/event-stream")) {
+      take(await res.json()); // a server that answers without streaming: show the whole text at once
+    } else {
+      let done = false;
+      for await (const data of sseEvents(res.body)) {
+        if (signal.aborted) break;
+        if (data === "[DONE]") {
+          done = true;
+          break;
+        }
+        let msg;
+        try {
+          msg = JSON.parse(data);
+        } catch {
+          throw new StudioError(`The server sent an event that is not JSON: ${data.slice(0, 200)}`);
+        }
+        take(msg);
+      }
+      if (!done && !signal.aborted) throw new StudioError("The connection closed before the server finished the reply.");
+    }
+  } catch (e) {
+    if (signal.aborted || (e && e.name === "AbortError")) r.finish = "aborted";
+    else {
+      r.finish = "error";
+      r.error = e;
+    }
+  }
+  if (signal.aborted) r.finish = "aborted";
+  r.tEnd = performance.now();
+  return r;
+}
+
+// ---------------------------------------------------------------- parameters
+function decodeEscapes(s) {
+  return s.replace(/\\(n|t|r|\\)/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c]);
+}
+
+function readParams() {
+  const num = (id, lo, hi, name) => {
+    const el = $(id);
+    const v = Number(el.value);
+    if (el.value.trim() === "" || !Number.isFinite(v) || v < lo || v > hi) {
+      throw new StudioError(`${name} must be a number from ${lo} to ${hi}.`);
+    }
+    return v;
+  };
+  const p = {
+    temperature: num("temperature", 0, 2, "Temperature"),
+    top_p: num("top-p", 0.01, 1, "Top-p"),
+  };
+  // Empty max tokens: leave it to the server (OpenAI's default is "as many as fit").
+  if ($("max-tokens").value.trim() !== "") p.max_tokens = Math.round(num("max-tokens", 1, 1e9, "Max tokens"));
+  const seed = $("seed").value.trim();
+  if (seed !== "") {
+    if (!/^-?\d+$/.test(seed)) throw new StudioError("Seed must be a whole number (or empty for random).");
+    p.seed = Number(seed);
+  }
+  const stops = $("stop-seqs").value.split("\n").filter((s) => s !== "").map(decodeEscapes);
+  if (stops.length > MAX_STOPS) throw new StudioError(`At most ${MAX_STOPS} stop sequences.`);
+  if (stops.length) p.stop = stops;
+  return p;
+}
+
+const PARAM_FIELDS = { max_tokens: "max-tokens", temperature: "temperature", top_p: "top-p", seed: "seed", stop: "stop-seqs" };
+
+function saveParams() {
+  const o = {};
+  for (const [k, id] of Object.entries(PARAM_FIELDS)) o[k] = $(id).value;
+  storageSet(PARAMS_STORE, JSON.stringify(o));
+}
+
+function loadParams(values) {
+  for (const [k, id] of Object.entries(PARAM_FIELDS)) {
+    if (values[k] !== undefined && values[k] !== null) $(id).value = String(values[k]);
+  }
+  for (const id of ["temperature", "top-p"]) $(`${id}-range`).value = $(id).value;
+}
+
+function setupParams() {
+  let saved = {};
+  try {
+    saved = JSON.parse(storageGet(PARAMS_STORE, "{}")) || {};
+  } catch {
+    saved = {};
+  }
+  loadParams({ ...DEFAULTS, ...saved });
+  for (const id of ["temperature", "top-p"]) {
+    const num = $(id);
+    const range = $(`${id}-range`);
+    range.addEventListener("input", () => {
+      num.value = range.value;
+      saveParams();
+    });
+    num.addEventListener("input", () => {
+      if (num.value !== "") range.value = num.value;
+    });
+  }
+  $("params-form").addEventListener("input", saveParams);
+  $("params-form").addEventListener("submit", (e) => e.preventDefault());
+  $("reset-params").addEventListener("click", () => {
+    loadParams(DEFAULTS);
+    saveParams();
+  });
+  if (window.matchMedia && window.matchMedia("(max-width: 820px)").matches) $("params").open = false;
+}
+
+// ---------------------------------------------------------------- models
+function fillSelect(select, groups, remembered) {
+  select.replaceChildren();
+  const useGroups = groups.filter((g) => g.models.length).length > 1;
+  for (const g of groups) {
+    if (!g.models.length) continue;
+    const parent = useGroups ? select.appendChild(Object.assign(document.createElement("optgroup"), { label: g.label })) : select;
+    for (const m of g.models) parent.appendChild(new Option(m.id, m.id));
+  }
+  const ids = groups.flatMap((g) => g.models.map((m) => m.id));
+  if (remembered && ids.includes(remembered)) select.value = remembered;
+}
+
+function modelInfo(id) {
+  const m = state.models.find((x) => x.id === id);
+  if (!m) return "";
+  const bits = [];
+  if (Number.isFinite(m.genforge_context_length)) bits.push(`context ${m.genforge_context_length} tokens`);
+  bits.push(isChat(m) ? "chat model" : "base model (continues text)");
+  return bits.join(" · ");
+}
+
+function rememberedModels() {
+  try {
+    return JSON.parse(storageGet(MODEL_STORE, "{}")) || {};
+  } catch {
+    return {};
+  }
+}
+
+function rememberModel(which, id) {
+  const o = rememberedModels();
+  o[which] = id;
+  storageSet(MODEL_STORE, JSON.stringify(o));
+}
+
+function renderModels() {
+  const textModels = state.models.filter(TABS[0].accepts);
+  const chatModels = textModels.filter(isChat);
+  const baseModels = textModels.filter((m) => !isChat(m));
+  const remembered = rememberedModels();
+  fillSelect($("model"), [{ label: "Models", models: textModels }], remembered.text);
+  // Chat models first; base models stay usable (the server decides how to prompt them).
+  fillSelect($("chat-model"), [{ label: "Chat models", models: chatModels }, { label: "Base models", models: baseModels }], remembered.chat);
+  $("model-info").textContent = modelInfo($("model").value);
+  updateChatModelInfo();
+
+  let first = null;
+  for (const t of TABS) {
+    const available = state.models.some(t.accepts);
+    const btn = $(`tab-${t.id}`);
+    btn.hidden = !available;
+    if (available && !first) first = t.id;
+  }
+  $("no-models").hidden = Boolean(first);
+  $("params").hidden = !first;
+  const wanted = location.hash.slice(1);
+  const tab = TABS.find((t) => t.id === wanted && !$(`tab-${t.id}`).hidden) ? wanted : state.tab && !$(`tab-${state.tab}`).hidden ? state.tab : first;
+  selectTab(tab, false);
+}
+
+function updateChatModelInfo() {
+  const id = $("chat-model").value;
+  const m = state.models.find((x) => x.id === id);
+  let info = modelInfo(id);
+  if (m && !isChat(m)) info += " — no chat template: the reply continues the conversation as plain text";
+  $("chat-model-info").textContent = info;
+}
+
+async function loadModels() {
+  const status = $("server-status");
+  status.dataset.state = "loading";
+  status.textContent = "Connecting…";
+  clearError($("global-error"));
+  try {
+    const h = headers();
+    delete h["Content-Type"];
+    const res = await fetch("v1/models", { headers: h });
+    if (!res.ok) throw await httpError(res);
+    const body = await res.json();
+    state.models = Array.isArray(body.data) ? body.data : [];
+    const n = state.models.length;
+    status.dataset.state = "ok";
+    status.textContent = `Connected · ${n} model${n === 1 ? "" : "s"}`;
+    renderModels();
+  } catch (e) {
+    status.dataset.state = "error";
+    status.textContent = "Not connected";
+    $("params").hidden = true;
+    for (const t of TABS) $(`tab-${t.id}`).hidden = $(`panel-${t.id}`).hidden = true;
+    showError($("global-error"), `Could not list models: ${describeFailure(e)}`);
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "quiet inline";
+    retry.textContent = "Retry";
+    retry.addEventListener("click", loadModels);
+    $("global-error").append(" ", retry);
+  }
+}
+
+// ---------------------------------------------------------------- tabs
+function selectTab(id, focus = true) {
+  if (!id) {
+    for (const t of TABS) $(`panel-${t.id}`).hidden = true;
+    return;
+  }
+  state.tab = id;
+  for (const t of TABS) {
+    const on = t.id === id;
+    const btn = $(`tab-${t.id}`);
+    btn.setAttribute("aria-selected", String(on));
+    btn.tabIndex = on ? 0 : -1;
+    $(`panel-${t.id}`).hidden = !on;
+    if (on && focus) btn.focus();
+  }
+  if (location.hash.slice(1) !== id) history.replaceState(null, "", `#${id}`);
+}
+
+function setupTabs() {
+  const list = $("tabs");
+  list.addEventListener("click", (e) => {
+    const btn = e.target.closest("[role=tab]");
+    if (btn) selectTab(btn.dataset.tab);
+  });
+  list.addEventListener("keydown", (e) => {
+    const tabs = [...list.querySelectorAll("[role=tab]:not([hidden])")];
+    const i = tabs.indexOf(document.activeElement);
+    if (i < 0) return;
+    let j = null;
+    if (e.key === "ArrowRight") j = (i + 1) % tabs.length;
+    else if (e.key === "ArrowLeft") j = (i - 1 + tabs.length) % tabs.length;
+    else if (e.key === "Home") j = 0;
+    else if (e.key === "End") j = tabs.length - 1;
+    if (j === null) return;
+    e.preventDefault();
+    selectTab(tabs[j].dataset.tab);
+  });
+  window.addEventListener("hashchange", () => {
+    const id = location.hash.slice(1);
+    if (TABS.some((t) => t.id === id) && !$(`tab-${id}`).hidden) selectTab(id, false);
+  });
+}
+
+// ---------------------------------------------------------------- text tab
+function nearBottom(el) {
+  return el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+}
+
+function setTextBusy(busy) {
+  $("generate").disabled = busy;
+  $("stop").disabled = !busy;
+  $("model").disabled = busy;
+  $("output-box").setAttribute("aria-busy", String(busy));
+  $("output-box").classList.toggle("streaming", busy);
+  const has = $("output").textContent.length > 0 || $("output-prompt").textContent.length > 0;
+  $("copy-output").disabled = busy || !has;
+  $("clear-output").disabled = busy || !has;
+}
+
+async function generate() {
+  if (state.text.controller) return;
+  const errBox = $("error");
+  clearError(errBox);
+  $("stats").textContent = "";
+  let params;
+  try {
+    params = readParams();
+  } catch (e) {
+    showError(errBox, e);
+    return;
+  }
+  const model = $("model").value;
+  if (!model) {
+    showError(errBox, "Pick a model first.");
+    return;
+  }
+  const prompt = $("prompt").value;
+  const body = { model, prompt, ...params, stream: true };
+
+  const box = $("output-box");
+  const out = $("output");
+  $("output-prompt").textContent = prompt;
+  const textNode = document.createTextNode("");
+  out.replaceChildren(textNode);
+  const controller = new AbortController();
+  state.text.controller = controller;
+  setTextBusy(true);
+  $("stats").textContent = "Generating…";
+
+  const r = await streamRequest("v1/completions", body, {
+    signal: controller.signal,
+    pick: (ch) => ch.text,
+    onPiece: (piece) => {
+      const stick = nearBottom(box);
+      textNode.appendData(piece);
+      if (stick) box.scrollTop = box.scrollHeight;
+    },
+  });
+  state.text.controller = null;
+  setTextBusy(false);
+  if (r.error) showError(errBox, r.error);
+  $("stats").textContent = r.error && !r.pieces ? "" : statsLine(r);
+  box.dataset.finish = r.finish || "";
+}
+
+function setupText() {
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    generate();
+  });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      generate();
+    }
+  });
+  $("stop").addEventListener("click", () => state.text.controller?.abort());
+  $("model").addEventListener("change", () => {
+    $("model-info").textContent = modelInfo($("model").value);
+    rememberModel("text", $("model").value);
+  });
+  $("clear-output").addEventListener("click", () => {
+    $("output").replaceChildren();
+    $("output-prompt").textContent = "";
+    $("stats").textContent = "";
+    clearError($("error"));
+    setTextBusy(false);
+  });
+  $("copy-output").addEventListener("click", async () => {
+    const text = $("output-prompt").textContent + $("output").textContent;
+    const btn = $("copy-output");
+    try {
+      await navigator.clipboard.writeText(text);
+      btn.textContent = "Copied";
+    } catch {
+      const sel = window.getSelection();
+      sel.selectAllChildren($("output-box")); // clipboard API unavailable: select it for Ctrl+C
+      btn.textContent = "Selected";
+    }
+    setTimeout(() => (btn.textContent = "Copy"), 1200);
+  });
+}
+
+// ---------------------------------------------------------------- chat tab
+function addBubble(role, text) {
+  const log = $("chat-log");
+  const msg = document.createElement("div");
+  msg.className = `msg msg-${role}`;
+  msg.dataset.role = role;
+  msg.dataset.testid = `chat-${role}`;
+  const who = document.createElement("div");
+  who.className = "msg-role";
+  who.textContent = role === "user" ? "You" : role === "assistant" ? "Assistant" : role;
+  const body = document.createElement("div");
+  body.className = "msg-body";
+  body.textContent = text;
+  msg.append(who, body);
+  log.append(msg);
+  log.scrollTop = log.scrollHeight;
+  return { msg, body };
+}
+
+function setChatBusy(busy) {
+  $("chat-send").disabled = busy;
+  $("chat-stop").disabled = !busy;
+  $("chat-model").disabled = busy;
+  $("chat-log").setAttribute("aria-busy", String(busy));
+}
+
+async function sendChat() {
+  if (state.chat.controller) return;
+  const input = $("chat-input");
+  const text = input.value.trim();
+  if (!text) {
+    input.focus();
+    return;
+  }
+  const errBox = $("chat-error");
+  clearError(errBox);
+  let params;
+  try {
+    params = readParams();
+  } catch (e) {
+    showError(errBox, e);
+    return;
+  }
+  const model = $("chat-model").value;
+  if (!model) {
+    showError(errBox, "Pick a model first.");
+    return;
+  }
+  const userMsg = { role: "user", content: text };
+  state.chat.messages.push(userMsg);
+  const userBubble = addBubble("user", text);
+  input.value = "";
+
+  const messages = [];
+  const system = $("system-prompt").value.trim();
+  if (system) messages.push({ role: "system", content: system });
+  messages.push(...state.chat.messages);
+
+  const log = $("chat-log");
+  const reply = addBubble("assistant", "");
+  reply.msg.classList.add("pending");
+  const textNode = document.createTextNode("");
+  reply.body.append(textNode);
+  const controller = new AbortController();
+  const epoch = state.chat.epoch;
+  state.chat.controller = controller;
+  setChatBusy(true);
+  $("chat-stats").textContent = "Generating…";
+
+  const r = await streamRequest("v1/chat/completions", { model, messages, ...params, stream: true }, {
+    signal: controller.signal,
+    pick: (ch) => (ch.delta ? ch.delta.content : ch.message ? ch.message.content : undefined),
+    onPiece: (piece) => {
+      const stick = nearBottom(log);
+      reply.msg.classList.remove("pending");
+      textNode.appendData(piece);
+      if (stick) log.scrollTop = log.scrollHeight;
+    },
+  });
+  if (epoch !== state.chat.epoch) return; // the conversation was reset while this reply streamed
+  state.chat.controller = null;
+  setChatBusy(false);
+  reply.msg.classList.remove("pending");
+  const content = textNode.data;
+  if (r.error) {
+    // The turn failed: take it back so the history stays user/assistant pairs, and give the text back.
+    const i = state.chat.messages.lastIndexOf(userMsg);
+    if (i >= 0) state.chat.messages.splice(i, 1);
+    userBubble.msg.remove();
+    reply.msg.remove();
+    if (!input.value) input.value = text;
+    showError(errBox, r.error);
+  } else {
+    if (r.finish === "aborted") reply.msg.classList.add("stopped");
+    if (content) state.chat.messages.push({ role: "assistant", content });
+    else if (r.finish === "aborted") reply.body.textContent = "(stopped before any text)";
+    else reply.body.textContent = "(empty reply)";
+    reply.msg.dataset.finish = r.finish || "";
+  }
+  $("chat-stats").textContent = r.error ? "" : statsLine(r);
+  if (document.activeElement === document.body || document.activeElement === $("chat-send")) input.focus();
+}
+
+function resetChat() {
+  state.chat.epoch += 1;
+  state.chat.controller?.abort();
+  state.chat.controller = null;
+  setChatBusy(false);
+  state.chat.messages = [];
+  $("chat-log").replaceChildren();
+  clearError($("chat-error"));
+  $("chat-stats").textContent = "";
+  $("chat-input").focus();
+}
+
+function setupChat() {
+  $("chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sendChat();
+  });
+  $("chat-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendChat();
+    }
+  });
+  $("chat-stop").addEventListener("click", () => state.chat.controller?.abort());
+  $("chat-reset").addEventListener("click", resetChat);
+  $("chat-model").addEventListener("change", () => {
+    updateChatModelInfo();
+    rememberModel("chat", $("chat-model").value);
+  });
+}
+
+// ---------------------------------------------------------------- start
+function setupKey() {
+  const key = $("api-key");
+  key.value = storageGet(KEY_STORE, "");
+  $("key-form").addEventListener("submit", (e) => e.preventDefault());
+  key.addEventListener("change", () => {
+    storageSet(KEY_STORE, key.value.trim());
+    loadModels();
+  });
+}
+
+function main() {
+  setupKey();
+  setupParams();
+  setupTabs();
+  setupText();
+  setupChat();
+  loadModels();
+}
+
+main();
