@@ -313,7 +313,7 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
 
         @app.get("/", include_in_schema=False)
         async def studio():
-            return FileResponse(STATIC / "index.html")
+            return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
 

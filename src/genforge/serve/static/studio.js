@@ -329,12 +329,14 @@ function fillSelect(select, groups, remembered) {
   if (remembered && ids.includes(remembered)) select.value = remembered;
 }
 
-function modelInfo(id) {
+function modelInfo(id, forChat = false) {
   const m = state.models.find((x) => x.id === id);
   if (!m) return "";
   const bits = [];
   if (Number.isFinite(m.genforge_context_length)) bits.push(`context ${m.genforge_context_length} tokens`);
-  bits.push(isChat(m) ? "chat model" : "base model (continues text)");
+  if (isChat(m)) bits.push("chat model");
+  else if (forChat) bits.push("base model, no chat template: the reply continues the conversation as plain text");
+  else bits.push("base model (continues text)");
   return bits.join(" · ");
 }
 
@@ -378,11 +380,7 @@ function renderModels() {
 }
 
 function updateChatModelInfo() {
-  const id = $("chat-model").value;
-  const m = state.models.find((x) => x.id === id);
-  let info = modelInfo(id);
-  if (m && !isChat(m)) info += " — no chat template: the reply continues the conversation as plain text";
-  $("chat-model-info").textContent = info;
+  $("chat-model-info").textContent = modelInfo($("chat-model").value, true);
 }
 
 async function loadModels() {
