@@ -84,12 +84,20 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve.app import ServeSettings, serve
 
     key = args.api_key or os.environ.get("GENFORGE_API_KEY") or None
-    settings = ServeSettings(models=args.model or ["shakespeare-char"], api_key=key,
+    settings = ServeSettings(models=args.model or ServeSettings().models, api_key=key,
                              max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device)
     print(f"genforge: serving {', '.join(settings.models)} on http://{args.host}:{args.port}/ "
           f"(API at /v1{', key required' if key else ''})", flush=True)
     serve(settings, args.host, args.port)
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .serve.chat_cli import run_chat
+
+    names = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+    params = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    return run_chat(args.model, args.system, params, load_kwargs={"device": args.device, "quantize": args.quantize})
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -151,13 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--chat-template", default=None, help="mark a chat model with its template's name")
 
     s = sub.add_parser("serve", help="OpenAI-compatible API and web studio")
-    s.add_argument("--model", action="append", help="model to serve (repeatable); default shakespeare-char")
+    s.add_argument("--model", action="append", help="model to serve (repeatable); default the bundled shakespeare-char and shakespeare-chat")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set GENFORGE_API_KEY)")
     s.add_argument("--max-concurrent", type=int, default=64, help="requests in flight before 429")
     s.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
     s.add_argument("--device", default="cpu")
+
+    c = sub.add_parser("chat", help="chat in the terminal (history, streaming, /reset, /system, /params)")
+    c.add_argument("--model", default="shakespeare-chat", help="bundled name, model folder or run folder")
+    c.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
+    c.add_argument("--max-tokens", type=int, default=None, help="longest reply in tokens (default 120)")
+    c.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 = greedy")
+    c.add_argument("--top-k", type=int, default=None)
+    c.add_argument("--top-p", type=float, default=None, help="default 0.95")
+    c.add_argument("--min-p", type=float, default=None)
+    c.add_argument("--repetition-penalty", type=float, default=None)
+    c.add_argument("--seed", type=int, default=None, help="reply k of a session uses seed + k")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--quantize", choices=["int8"], default=None)
 
     e = sub.add_parser("eval", help="perplexity of a model on a corpus")
     e.add_argument("--model", default=DEFAULT_MODEL)
@@ -179,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
             return _train(args, rest)
         return {"generate": _generate, "models": _models, "eval": _eval, "export": _export,
-                                  "serve": _serve}[args.verb](args)
+                                  "serve": _serve, "chat": _chat}[args.verb](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -33,7 +35,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 @dataclass
 class ServeSettings:
-    models: list[str] = field(default_factory=lambda: ["shakespeare-char"])  # names or folders
+    models: list[str] = field(default_factory=lambda: ["shakespeare-char", "shakespeare-chat"])  # names/folders
     api_key: str | None = None  # None: no auth; else every route but /health needs "Bearer KEY"
     max_concurrent: int = 64  # requests in flight before 429
     max_batch: int = 16  # rows decoded together per model
@@ -123,6 +125,10 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if err.get("type") == "json_invalid":  # loc is ("body", character offset): not a parameter
+            at = err.get("loc") or ("?",)
+            return APIError(400, f"the request body is not valid JSON ({err.get('msg')} at character {at[-1]})",
+                            None, "invalid_json").response()
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         where = ".".join(loc) or "body"
         return APIError(400, f"{where}: {err.get('msg')}", loc[-1] if loc else None, "invalid_request").response()
@@ -176,14 +182,17 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
         try:
             texts, reasons, lps = [""] * req.n, [None] * req.n, [[] for _ in range(req.n)]
             events = run.events().__aiter__()
+            check_at = time.monotonic() + 0.25
             while True:
                 nxt = asyncio.ensure_future(events.__anext__())
                 while not nxt.done():
-                    await asyncio.wait({nxt}, timeout=0.25)
-                    if not nxt.done() and await request.is_disconnected():
-                        nxt.cancel()
-                        run.cancel()
-                        return JSONResponse({}, status_code=499)
+                    await asyncio.wait({nxt}, timeout=max(0.01, check_at - time.monotonic()))
+                    if time.monotonic() >= check_at:  # every 0.25 s, also while tokens keep arriving
+                        check_at = time.monotonic() + 0.25
+                        if await request.is_disconnected():
+                            nxt.cancel()
+                            run.cancel()
+                            return JSONResponse({}, status_code=499)
                 try:
                     ev = nxt.result()
                 except StopAsyncIteration:
@@ -339,4 +348,12 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) ->
     from .guard import Guard
 
     app = Guard(create_app(settings), settings.api_key, settings.max_body)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn drains on SIGTERM and then re-raises the signal for the handler it found: make that a
+        # clean exit (status 0), not death by signal (status -15), so supervisors see a graceful stop
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)

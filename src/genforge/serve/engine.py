@@ -184,8 +184,12 @@ class BatchEngine:
         self.max_rows_seen = max(self.max_rows_seen, n)
         device = self._cache.k.device
         ids = torch.tensor([[r.last] for r in self._active], dtype=torch.long, device=device)
-        lengths = self._lengths[:n].to(device)
-        logits = self.model.step_rows(ids, self._cache.rows(n), lengths)  # (n, 1, V)
+        if n == 1:  # a lone row: the plain KV-cache step (no ragged mask), as the in-process samplers run it
+            view = self._cache.rows(1)
+            view.pos = int(self._lengths[0])
+            logits, _ = self.model.step(ids, view)
+        else:
+            logits = self.model.step_rows(ids, self._cache.rows(n), self._lengths[:n].to(device))  # (n, 1, V)
         self._lengths[:n] += 1
         self.steps += 1
         for row, req in enumerate(self._active):

@@ -36,6 +36,8 @@ class ChoiceRun:
         self.done = False
 
     def on_token(self, token: int, logprob: float, top: list | None) -> Event:
+        if self.done:  # the engine ran a step or two before it saw the cancel: drop the extra tokens
+            return Event(self.index)  # (a second finish_reason would end the whole run early)
         self.completion_tokens += 1
         safe, stopped = self.matcher.push(self.decoder.push(token))
         if stopped:
