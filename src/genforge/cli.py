@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--chat-template", default=None, help="mark a chat model with its template's name")
 
     s = sub.add_parser("serve", help="OpenAI-compatible API and web studio")
-    s.add_argument("--model", action="append", help="model to serve (repeatable); default the bundled shakespeare-char and shakespeare-chat")
+    s.add_argument("--model", action="append", help="model to serve (repeatable); default: both bundled models")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set GENFORGE_API_KEY)")
