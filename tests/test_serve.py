@@ -1,0 +1,515 @@
+"""`genforge serve`: validation, error bodies, streaming, stop strings, batching and the openai client.
+
+One real server (uvicorn in a background thread, on a pre-bound loopback socket) serves the whole
+module; it shares its ``TextModel`` with the in-process reference generations. Reliability under
+load, auth, SIGTERM and fuzzing are in ``test_serve_reliability.py``.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+import genforge
+from genforge.pipelines.registry import BUNDLED
+from genforge.serve.app import ServeSettings, create_app
+from genforge.serve.guard import Guard
+
+MODEL = "shakespeare-char"
+CTX = 256
+MAX_BODY = 64 * 1024
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def running_server(settings: ServeSettings, loaded: dict | None = None):
+    """Serve ``create_app(settings)`` behind the Guard on 127.0.0.1:<free port>; yield (app, url)."""
+    app = create_app(settings, loaded)
+    # bound before the thread starts (no free-port race); IPPROTO_TCP explicitly, or asyncio does not set
+    # TCP_NODELAY on the accepted connections and every keep-alive request stalls ~40 ms (Nagle)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(Guard(app, settings.api_key, settings.max_body), host="127.0.0.1",
+                                           port=0, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.05)
+        yield app, url
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def sse(resp: httpx.Response) -> list:
+    """The ``data:`` payloads of an SSE response: parsed JSON chunks, then the string "[DONE]"."""
+    out = []
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            out.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
+    return out
+
+
+def stream_text(chunks: list, index: int = 0) -> str:
+    text = ""
+    for c in chunks:
+        if isinstance(c, dict):
+            for ch in c["choices"]:
+                if ch["index"] == index:
+                    text += ch.get("text") or (ch.get("delta") or {}).get("content") or ""
+    return text
+
+
+def assert_openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    assert r.headers["content-type"].startswith("application/json"), r.headers["content-type"]
+    assert "Traceback" not in r.text
+    err = r.json()["error"]
+    assert set(err) == ERROR_KEYS and isinstance(err["message"], str) and err["message"]
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def wait_idle(app, timeout: float = 20.0) -> None:
+    """Until /health's inflight is 0 and the engine holds no rows (earlier tests' runs are done)."""
+    state = app.state.genforge
+    deadline = time.monotonic() + timeout
+    while state.inflight or state.models[MODEL].engine.load:
+        assert time.monotonic() < deadline, "server did not go idle"
+        time.sleep(0.02)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tm():
+    return genforge.load(MODEL)
+
+
+@pytest.fixture(scope="module")
+def server(tm):
+    settings = ServeSettings(models=[MODEL], max_concurrent=32, max_batch=16, max_n=4, max_body=MAX_BODY)
+    with running_server(settings, {MODEL: tm}) as (app, url):
+        yield app, url
+
+
+@pytest.fixture()
+def client(server):
+    app, url = server
+    with httpx.Client(base_url=url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture()
+def engine(server):
+    return server[0].state.genforge.models[MODEL].engine
+
+
+def completion(**kw) -> dict:
+    return {"model": MODEL, "prompt": "ROMEO.\n", "max_tokens": 8, **kw}
+
+
+def chat(**kw) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "How now?"}], "max_tokens": 8, **kw}
+
+
+# --- validation before any work --------------------------------------------------------------------
+BAD_COMPLETIONS = {
+    "max_tokens=0": completion(max_tokens=0),
+    "max_tokens<0": completion(max_tokens=-5),
+    "max_tokens float": completion(max_tokens=1.5),
+    "temperature<0": completion(temperature=-0.1),
+    "temperature>2": completion(temperature=2.01),
+    "top_p=0": completion(top_p=0),
+    "top_p>1": completion(top_p=1.5),
+    "presence_penalty>2": completion(presence_penalty=2.5),
+    "frequency_penalty<-2": completion(frequency_penalty=-3),
+    "n=0": completion(n=0),
+    "n over the cap": completion(n=5),
+    "n far over": completion(n=10_000),
+    "stop empty": completion(stop=""),
+    "stop list with empty": completion(stop=["\n", ""]),
+    "stop too many": completion(stop=["a", "b", "c", "d", "e"]),
+    "stop not strings": completion(stop=[1, 2]),
+    "empty prompt": completion(prompt=""),
+    "empty prompt list": completion(prompt=[]),
+    "prompt outside vocabulary": completion(prompt="\u65e5\u672c"),
+    "prompt wrong type": completion(prompt={"text": "a"}),
+    "unknown field": completion(temprature=0.5),
+    "logprobs > 5": completion(logprobs=6),
+    "stream_options unknown": completion(stream=True, stream_options={"include": True}),
+    "model missing": {"prompt": "a", "max_tokens": 1},
+    "model empty": completion(model=""),
+}
+BAD_CHATS = {
+    "messages empty": chat(messages=[]),
+    "messages not a list": chat(messages="hello"),
+    "role unknown": chat(messages=[{"role": "tool", "content": "x"}]),
+    "role missing": chat(messages=[{"content": "x"}]),
+    "content null": chat(messages=[{"role": "user", "content": None}]),
+    "content parts": chat(messages=[{"role": "user", "content": [{"type": "text", "text": "x"}]}]),
+    "content blank": chat(messages=[{"role": "user", "content": "  \n\n "}]),
+    "last is assistant": chat(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]),
+    "system not first": chat(messages=[{"role": "user", "content": "a"}, {"role": "system", "content": "b"},
+                                       {"role": "user", "content": "c"}]),
+    "message extra field": chat(messages=[{"role": "user", "content": "a", "tool_calls": []}]),
+    "temperature>2": chat(temperature=3),
+    "top_logprobs>20": chat(logprobs=True, top_logprobs=21),
+    "max_tokens over context": chat(max_tokens=CTX),
+}
+BAD_EMBEDDINGS = {
+    "input empty list": {"model": MODEL, "input": []},
+    "input empty string": {"model": MODEL, "input": ""},
+    "input too many": {"model": MODEL, "input": ["a"] * 65},
+    "input outside vocabulary": {"model": MODEL, "input": "\u2603"},
+    "encoding unknown": {"model": MODEL, "input": "a", "encoding_format": "int8"},
+}
+RAW_NON_FINITE = [b'{"model": "shakespeare-char", "prompt": "a", "temperature": NaN}',
+                  b'{"model": "shakespeare-char", "prompt": "a", "temperature": Infinity}',
+                  b'{"model": "shakespeare-char", "prompt": "a", "temperature": 1e999}',
+                  b'{"model": "shakespeare-char", "prompt": "a", "top_p": NaN}',
+                  b'{"model": "shakespeare-char", "prompt": "a", "presence_penalty": -Infinity}']
+
+
+def test_every_invalid_parameter_is_a_400_before_any_model_work(server, client, engine):
+    wait_idle(server[0])
+    steps = engine.steps
+    cases = ([("/v1/completions", k, json.dumps(v).encode()) for k, v in BAD_COMPLETIONS.items()]
+             + [("/v1/chat/completions", k, json.dumps(v).encode()) for k, v in BAD_CHATS.items()]
+             + [("/v1/embeddings", k, json.dumps(v).encode()) for k, v in BAD_EMBEDDINGS.items()]
+             + [("/v1/completions", "non-finite", raw) for raw in RAW_NON_FINITE])
+    for path, name, body in cases:
+        variants = [body]
+        if path != "/v1/embeddings":  # the same mistakes with stream=true must not open an event stream
+            variants.append(body[:-1] + b', "stream": true}' if name == "non-finite"
+                            else json.dumps({**json.loads(body), "stream": True}).encode()
+                            if isinstance(json.loads(body), dict) else body)
+        for data in variants:
+            r = client.post(path, content=data, headers={"content-type": "application/json"})
+            assert not r.headers["content-type"].startswith("text/event-stream"), name
+            assert_openai_error(r, 400)
+    assert engine.steps == steps and engine.load == 0 and server[0].state.genforge.inflight == 0
+
+
+def test_context_overflow_message_states_the_numbers(client):
+    prompt = "ROMEO.\n" * 30  # 210 characters = 210 tokens
+    r = client.post("/v1/completions", json=completion(prompt=prompt, max_tokens=60))
+    err = assert_openai_error(r, 400, "context_length_exceeded")
+    assert err["param"] == "max_tokens"
+    for number in ("256", "210", "60", "270"):
+        assert number in err["message"], err["message"]
+    # exactly the context is fine
+    r = client.post("/v1/completions", json=completion(prompt=prompt, max_tokens=46))
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 46
+    r = client.post("/v1/completions", json=completion(prompt="x" * CTX, max_tokens=None))
+    assert_openai_error(r, 400, "context_length_exceeded")
+
+
+def test_a_vanishing_temperature_is_greedy_not_a_500(client):
+    """Found by schemathesis: temperature=5e-324 made logits / T overflow and the sampler fail (500)."""
+    greedy = client.post("/v1/completions", json=completion(temperature=0)).json()["choices"][0]["text"]
+    for t in (5e-324, 1e-40, 1e-9):
+        r = client.post("/v1/completions", json=completion(temperature=t, seed=1))
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == greedy
+        with client.stream("POST", "/v1/completions", json=completion(temperature=t, stream=True)) as resp:
+            chunks = sse(resp)
+        assert stream_text(chunks) == greedy and chunks[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize("body, ctype, status", [
+    (b"[1, 2]", "application/json", 400),
+    (b'"text"', "application/json", 400),
+    (b"null", "application/json", 400),
+    (b"42", "application/json", 400),
+    (b"{not json", "application/json", 400),
+    (b"", "application/json", 400),
+    (b"\xff\xfe{", "application/json", 400),
+    (b'{"model": "shakespeare-char", "prompt": "a"}', "text/plain", 415),
+    (b'{"model": "shakespeare-char", "prompt": "a"}', None, 415),
+    (b'{"model": "shakespeare-char", "prompt": "a"}', "application/x-www-form-urlencoded", 415),
+])
+def test_bodies_that_are_not_json_objects(client, body, ctype, status):
+    headers = {"content-type": ctype} if ctype else {}
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/embeddings"):
+        assert_openai_error(client.post(path, content=body, headers=headers), status)
+
+
+def test_oversized_bodies_are_413_declared_or_chunked(client):
+    big = json.dumps(completion(prompt="a" * (MAX_BODY + 10))).encode()
+    assert_openai_error(client.post("/v1/completions", content=big, headers={"content-type": "application/json"}),
+                        413, "request_too_large")
+
+    def chunked():  # no content-length: the guard counts the bytes as they arrive
+        for _ in range(MAX_BODY // 4096 + 2):
+            yield b" " * 4096
+
+    r = client.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert_openai_error(r, 413, "request_too_large")
+
+
+_AUDIT: list | None = None  # paths touched while a probe runs (None: not recording)
+_HOOKED = False
+MARKER = "genforge-escape-probe"
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _AUDIT is not None and event in ("open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rename"):
+        for a in args:
+            if isinstance(a, (str, bytes, os.PathLike)) and MARKER in os.fsdecode(a):
+                _AUDIT.append((event, a))
+
+
+def test_model_names_never_escape_to_the_filesystem(client, monkeypatch):
+    global _AUDIT, _HOOKED
+    if not _HOOKED:  # audit hooks cannot be removed: one, idle (a None check) outside this test
+        sys.addaudithook(_audit)
+        _HOOKED = True
+    import genforge.pipelines.registry as registry
+    import genforge.pipelines.text as text
+
+    def forbidden(*a, **k):
+        raise AssertionError(f"a request made the server resolve or load a model: {a}")
+
+    monkeypatch.setattr(registry, "resolve_model", forbidden)
+    monkeypatch.setattr(text, "load", forbidden)
+    names = ["../x", f"../{MARKER}", f"../../{MARKER}/model", f"/tmp/{MARKER}", "/etc/passwd",
+             f"%2e%2e/{MARKER}", f"%2e%2e%2f{MARKER}", f"..\\{MARKER}", f"~/{MARKER}", f"./{MARKER}",
+             str(BUNDLED / MODEL), f"{MODEL}/../{MODEL}", f"./{MODEL}", MODEL.upper(), f"{MODEL}\x00"]
+    _AUDIT = []
+    try:
+        for name in names:
+            for path, body in (("/v1/completions", completion(model=name)),
+                               ("/v1/chat/completions", chat(model=name)),
+                               ("/v1/embeddings", {"model": name, "input": "a"})):
+                err = assert_openai_error(client.post(path, json=body), 404, "model_not_found")
+                assert err["param"] == "model"
+        r = client.get(f"/v1/models/..%2f..%2f{MARKER}")
+        assert_openai_error(r, 404)
+        touched = list(_AUDIT)
+    finally:
+        _AUDIT = None
+    assert touched == []
+
+
+# --- streaming --------------------------------------------------------------------------------------
+def test_stream_at_temperature_0_equals_the_non_streamed_text_and_usage_comes_last(client, tm):
+    for path, body in (("/v1/completions", completion(max_tokens=40, temperature=0)),
+                       ("/v1/chat/completions", chat(max_tokens=40, temperature=0))):
+        full = client.post(path, json=body).json()
+        with client.stream("POST", path, json={**body, "stream": True,
+                                               "stream_options": {"include_usage": True}}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            chunks = sse(r)
+        assert chunks[-1] == "[DONE]"
+        usage_chunk = chunks[-2]
+        assert usage_chunk["choices"] == [] and usage_chunk["usage"] == full["usage"]
+        assert all(c["usage"] is None for c in chunks[:-2])
+        choice = full["choices"][0]
+        text = choice["text"] if path == "/v1/completions" else choice["message"]["content"]
+        assert stream_text(chunks) == text
+        reasons = [ch["finish_reason"] for c in chunks[:-2] for ch in c["choices"] if ch["finish_reason"]]
+        assert reasons == [choice["finish_reason"]]
+    # and the server's greedy text is the in-process one
+    ref = tm.generate("ROMEO.\n", max_tokens=40, temperature=0)
+    assert client.post("/v1/completions", json=completion(max_tokens=40, temperature=0)).json()[
+        "choices"][0]["text"] == ref
+    # without include_usage, no chunk carries a usage key
+    with client.stream("POST", "/v1/completions", json=completion(stream=True)) as r:
+        chunks = sse(r)
+    assert chunks[-1] == "[DONE]" and all("usage" not in c for c in chunks[:-1])
+
+
+def _stop_from_greedy_text(text: str, length: int) -> tuple[str, int]:
+    """A ``length``-character string the model produced at temperature 0, first seen at index >= 8."""
+    for i in range(8, len(text) - length):
+        s = text[i:i + length]
+        if text.find(s) == i and s.strip():
+            return s, i
+    pytest.fail(f"no usable stop string in {text!r}")
+
+
+def test_stop_string_split_across_tokens_never_leaks(client):
+    prompt = "HAMLET.\n"
+    greedy = client.post("/v1/completions", json=completion(prompt=prompt, max_tokens=40, temperature=0)).json()
+    text = greedy["choices"][0]["text"]
+    assert len(text) == 40  # char-level: one character per token
+    for length in (2, 3, 5):  # every multi-character stop string spans several tokens
+        stop, at = _stop_from_greedy_text(text, length)
+        body = completion(prompt=prompt, max_tokens=40, temperature=0, stop=[stop, "\u00a7never"])
+        r = client.post("/v1/completions", json=body).json()
+        assert r["choices"][0]["text"] == text[:at] and r["choices"][0]["finish_reason"] == "stop"
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as resp:
+            chunks = sse(resp)
+        pieces = [ch["text"] for c in chunks[:-1] for ch in c["choices"]]
+        assert "".join(pieces) == text[:at]  # not a single character of the stop string leaked
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1] == "[DONE]"
+
+
+def test_chat_stream_starts_with_the_role_and_stops_at_the_turn_end(client):
+    with client.stream("POST", "/v1/chat/completions", json=chat(max_tokens=60, temperature=0, stream=True)) as r:
+        chunks = sse(r)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    text = stream_text(chunks)
+    assert "\n\n" not in text and "USER." not in text
+
+
+def test_n_choices_with_a_stop_string_each_finish_and_match_their_seed(client):
+    """Choice i of a seeded request is the lone request with seed + i, even when stops end them early."""
+    body = completion(max_tokens=40, temperature=0.9, seed=0, n=3, stop=["e"])
+    r = client.post("/v1/completions", json=body).json()
+    assert [c["index"] for c in r["choices"]] == [0, 1, 2]
+    for i, c in enumerate(r["choices"]):
+        alone = client.post("/v1/completions", json={**body, "n": 1, "seed": i}).json()["choices"][0]
+        assert (c["text"], c["finish_reason"]) == (alone["text"], alone["finish_reason"])
+        assert c["finish_reason"] in ("stop", "length") and "e" not in c["text"]
+    assert r["usage"]["completion_tokens"] <= 3 * 40
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as resp:
+        chunks = sse(resp)
+    for i, c in enumerate(r["choices"]):
+        assert stream_text(chunks, i) == c["text"]
+        assert [ch["finish_reason"] for x in chunks[:-1] for ch in x["choices"]
+                if ch["index"] == i and ch["finish_reason"]] == [c["finish_reason"]]
+
+
+def test_tokens_the_engine_emits_after_a_stop_are_dropped(tm):
+    """Deterministic form of the race above: the engine may run a step or two before it sees a
+    choice's cancel; those extra tokens must not finish the request again (nor count as usage)."""
+    import asyncio
+
+    from genforge.serve.runs import GenerationRun
+    from genforge.types import SamplingParams
+
+    class Engine:  # records the rows; the test plays the engine thread
+        def submit(self, req):
+            pass
+
+    enc = tm.codec.encode
+
+    async def play():
+        run = GenerationRun(Engine(), tm.codec, enc("A"), SamplingParams(max_tokens=8, stop=("bc",)), 2, ("bc",))
+        run.start()
+        r0, r1 = (c.request for c in run.choices)
+        for t in enc("abcxy"):  # choice 0 stops at "bc", then two tokens arrive before the cancel is seen
+            r0.on_token(t, -1.0, None)
+        r0.on_done("cancelled", None)
+        for t in enc("hello"):
+            r1.on_token(t, -1.0, None)
+        r1.on_done("length", None)
+        texts, reasons = ["", ""], [None, None]
+        async for ev in run.events():
+            texts[ev.index] += ev.text
+            reasons[ev.index] = ev.finish_reason or reasons[ev.index]
+        return texts, reasons, run.completion_tokens, r0.cancelled.is_set()
+
+    texts, reasons, used, cancelled = asyncio.run(asyncio.wait_for(play(), 10))
+    assert texts == ["a", "hello"] and reasons == ["stop", "length"]
+    assert used == 3 + 5 and cancelled
+
+
+# --- continuous batching ------------------------------------------------------------------------------
+PROMPTS = ["ROMEO.\n", "JULIET.\n", "HAMLET.\nTo be", "KING.\n", "The ", "What ", "O, ", "MACBETH.\nWhen"]
+
+
+def test_continuous_batching_gives_each_stream_the_lone_greedy_tokens(server, tm, engine):
+    app, url = server
+    lengths = [40, 24, 32, 16, 40, 28, 36, 20]  # rows leave the batch at different steps
+    refs = [tm.generate(p, max_tokens=n, temperature=0) for p, n in zip(PROMPTS, lengths)]
+    wait_idle(app)
+    engine.max_rows_seen = 0
+    steps = engine.steps
+
+    def one(i: int) -> str:
+        time.sleep(0.03 * i)  # staggered: rows also join a batch that is already running
+        with httpx.Client(base_url=url, timeout=60) as c, c.stream("POST", "/v1/completions", json=completion(
+                prompt=PROMPTS[i], max_tokens=lengths[i], temperature=0, stream=True)) as r:
+            return stream_text(sse(r))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(8), timeout=120))
+    assert got == refs
+    assert engine.max_rows_seen > 1
+    assert engine.steps - steps < sum(lengths)  # decode steps were shared
+
+
+# --- the official openai client --------------------------------------------------------------------------
+def test_the_openai_client_works_unchanged(server):
+    openai = pytest.importorskip("openai")
+    cl = openai.OpenAI(base_url=server[1] + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+    assert [m.id for m in cl.models.list()] == [MODEL]
+
+    r = cl.completions.create(model=MODEL, prompt="ROMEO.\n", max_tokens=8, n=2, seed=5, logprobs=2)
+    assert len(r.choices) == 2 and {c.index for c in r.choices} == {0, 1}
+    assert r.usage.prompt_tokens == 7 and r.usage.completion_tokens == 16
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == 8 and all(x <= 0 for x in lp.token_logprobs) and len(lp.top_logprobs[0]) == 2
+    again = cl.completions.create(model=MODEL, prompt="ROMEO.\n", max_tokens=8, n=2, seed=5)
+    assert [c.text for c in again.choices] == [c.text for c in r.choices]  # seeded: repeatable
+
+    r = cl.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Good morrow."}],
+                                   max_tokens=8, n=2, seed=5, logprobs=True, top_logprobs=3)
+    assert len(r.choices) == 2 and r.choices[0].message.role == "assistant"
+    content = r.choices[0].logprobs.content
+    assert content and len(content[0].top_logprobs) == 3 and content[0].logprob <= 0
+
+    s = cl.completions.create(model=MODEL, prompt="ROMEO.\n", max_tokens=12, temperature=0, stream=True,
+                              stream_options={"include_usage": True})
+    parts = list(s)
+    assert parts[-1].usage.completion_tokens == 12
+    streamed = "".join(c.choices[0].text for c in parts if c.choices)
+    assert streamed == cl.completions.create(model=MODEL, prompt="ROMEO.\n", max_tokens=12,
+                                             temperature=0).choices[0].text
+
+    s = cl.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Good morrow."}],
+                                   max_tokens=12, temperature=0, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in s if c.choices)
+    full = cl.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Good morrow."}],
+                                      max_tokens=12, temperature=0)
+    assert streamed == full.choices[0].message.content
+
+    width = server[0].state.genforge.models[MODEL].tm.model.config.n_embd
+    for kw in ({}, {"encoding_format": "float"}):  # the client asks for base64 by default
+        e = cl.embeddings.create(model=MODEL, input=["To be, or not to be", "ROMEO."], **kw)
+        assert len(e.data) == 2 and e.usage.prompt_tokens == 19 + 6
+        for d in e.data:
+            assert len(d.embedding) == width
+            assert math.isclose(math.sqrt(sum(x * x for x in d.embedding)), 1.0, rel_tol=1e-4)
+        assert e.data[0].embedding != e.data[1].embedding
+
+    with pytest.raises(openai.NotFoundError) as ei:
+        cl.completions.create(model="../x", prompt="a", max_tokens=1)
+    assert ei.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        cl.completions.create(model=MODEL, prompt="a", max_tokens=1, temperature=5)
+
+
+def test_health_and_models(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["models"] == [MODEL] and h["inflight"] == 0
+    m = client.get("/v1/models").json()
+    assert m["object"] == "list" and m["data"][0]["id"] == MODEL
+    assert m["data"][0]["genforge_context_length"] == CTX

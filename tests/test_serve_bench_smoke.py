@@ -1,0 +1,42 @@
+"""The serve-load benchmark runs end to end in its smoke mode and writes well-formed results.
+
+Speed is not asserted (shared CI machines); only that the script starts and stops its server, drives
+it, and that its JSON has the fields the full benchmark reports.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "serve_load.py"
+
+
+def test_serve_load_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads((tmp_path / "serve_load.json").read_text())
+
+    for key in ("benchmark", "time", "machine", "config", "levels", "scaling", "overhead", "targets"):
+        assert key in data, key
+    for key in ("platform", "python", "torch", "torch_threads", "cpu_model", "cpu_count"):
+        assert key in data["machine"], key
+    cfg = data["config"]
+    assert cfg["smoke"] is True and cfg["levels"] == [1, 2] and cfg["max_tokens"] == 8 and cfg["threads"] >= 1
+    for n in ("1", "2"):
+        lv = data["levels"][n]
+        assert lv["streams"] == int(n) and len(lv["waves"]) == cfg["waves"]
+        assert lv["tokens"] == int(n) * cfg["waves"] * 8  # every stream ran to max_tokens
+        assert lv["tokens_match_chunks"] is True  # usage agrees with the SSE chunks (char-level model)
+        assert lv["tokens_per_s"] > 0 and 0 < lv["ttft_p50_s"] <= lv["ttft_p95_s"]
+        assert len(lv["waves"][0]["ttft_s"]) == int(n)
+    assert data["scaling"]["from"] == 1 and data["scaling"]["to"] == 2 and data["scaling"]["ratio"] > 0
+    over = data["overhead"]
+    assert len(over["ratios"]) == cfg["rounds"] == 2
+    assert all(x > 0 for side in ("server", "in_process") for x in over["raw_tokens_per_s"][side])
+    assert over["median_ratio"] > 0
+    assert set(data["targets"]) == {"ratio_16_vs_1", "overhead_ratio"}
+    assert all(isinstance(t["met"], bool) and t["target"] > 0 for t in data["targets"].values())
