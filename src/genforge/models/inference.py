@@ -45,20 +45,34 @@ class TransposedEmbedding(nn.Module):
         return self.weight_t[:, ids.reshape(-1)].t().reshape(*ids.shape, -1)
 
 
+def quantize_rows(weight: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: ``weight`` (out, in) -> (int8 (out, in), scale (out,)).
+
+    Works through ``chunk`` rows at a time, so a large matrix never needs a second fp32 copy.
+    """
+    q = torch.empty(weight.shape, dtype=torch.int8)
+    scale = torch.empty(weight.shape[0])
+    for i in range(0, weight.shape[0], chunk):
+        w = weight[i:i + chunk].float()
+        s = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        q[i:i + chunk] = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
+        scale[i:i + chunk] = s
+    return q, scale
+
+
 class Int8Linear(nn.Module):
     """fbgemm dynamic-quantized Linear: int8 weights (per output channel), fp32 in and out."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, quantized: tuple[Tensor, Tensor] | None = None) -> None:
         super().__init__()
-        w = weight.detach().float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        q, scale = quantized if quantized is not None else quantize_rows(weight.detach())
         with warnings.catch_warnings():  # torch flags the eager quantization API as moving to torchao
             warnings.simplefilter("ignore")
-            qweight = torch.quantize_per_channel(w, scale.double(), torch.zeros_like(scale, dtype=torch.long),
-                                                 0, torch.qint8)
+            qweight = torch._make_per_channel_quantized_tensor(
+                q, scale.double(), torch.zeros(scale.shape, dtype=torch.long), 0)
         b = None if bias is None else bias.detach().float()
         self._packed = torch.ops.quantized.linear_prepack(qweight, b)
-        self.out_features = w.shape[0]
+        self.out_features = q.shape[0]
 
     def forward(self, x: Tensor) -> Tensor:
         y = torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]).contiguous(), self._packed, True)
@@ -68,11 +82,10 @@ class Int8Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """Per-row int8 embedding table, dequantized on lookup."""
 
-    def __init__(self, weight: Tensor) -> None:
+    def __init__(self, weight: Tensor | None, quantized: tuple[Tensor, Tensor] | None = None) -> None:
         super().__init__()
-        w = weight.detach().float()
-        self.scale = (w.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
-        self.q = torch.round(w / self.scale).clamp(-127, 127).to(torch.int8)
+        self.q, scale = quantized if quantized is not None else quantize_rows(weight.detach())
+        self.scale = scale[:, None]
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.q[ids].float() * self.scale[ids]
@@ -100,14 +113,16 @@ def prepare_for_inference(model: nn.Module, quantize: str | None = None) -> nn.M
     model.eval()
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     tied = getattr(model, "lm_head", None) is not None and hasattr(model, "transformer") \
-        and model.lm_head.weight is model.transformer.wte.weight
+        and getattr(model.lm_head, "weight", None) is getattr(model.transformer.wte, "weight", False)
     if quantize == "int8":
         if not on_cpu:
             from ..errors import ConfigError
 
             raise ConfigError("int8 quantization runs on the CPU only (fbgemm); use bf16 on a GPU")
-        if tied:
-            model.transformer.wte = Int8Embedding(model.transformer.wte.weight)
+        if tied:  # one int8 copy of the shared matrix serves both the lookup and the output layer
+            rows = quantize_rows(model.lm_head.weight.detach())
+            model.transformer.wte = Int8Embedding(None, rows)
+            model.lm_head = Int8Linear(None, None, rows)
         _swap_linears(model, lambda m: Int8Linear(m.weight, m.bias))
     elif on_cpu:  # on GPUs nn.Linear's own layout is already fast
         _swap_linears(model, lambda m: TransposedLinear(m.weight.t().contiguous(), m.bias))

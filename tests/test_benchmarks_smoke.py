@@ -1,0 +1,48 @@
+"""The generate-speed benchmark runs end to end in its smoke mode and writes well-formed results.
+
+Speed is not asserted (shared CI machines); only that the script works and its JSON has the
+fields the full benchmark reports.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "generate_speed.py"
+
+
+def test_generate_speed_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads((tmp_path / "generate_speed.json").read_text())
+
+    for key in ("benchmark", "machine", "config", "raw_tokens_per_s", "median_tokens_per_s", "ratio_to_hf",
+                "paired_ratios", "bandwidth", "weight_bytes", "bound_tokens_per_s", "fraction_of_bound",
+                "fp32_vs_hf", "int8_vs_hf", "memory", "int8_perplexity", "targets"):
+        assert key in data, key
+    for key in ("platform", "python", "torch", "torch_threads", "cpu_model", "cpu_count"):
+        assert key in data["machine"], key
+    assert data["config"]["smoke"] is True
+    assert data["config"]["n_layer"] == 2 and data["config"]["new_tokens"] == 8
+    for variant in ("hf", "fp32", "int8"):
+        runs = data["raw_tokens_per_s"][variant]
+        assert len(runs) == data["config"]["rounds"] and all(r > 0 for r in runs)
+        assert data["median_tokens_per_s"][variant] > 0
+        assert data["bound_tokens_per_s"][variant] > 0
+        assert data["weight_bytes"][variant]["per_token"] > 0
+    assert set(data["ratio_to_hf"]) == {"fp32", "int8"}
+    assert data["bandwidth"]["gbs"] > 0
+    # int8 stores about a quarter of fp32's bytes; fp32 matches HF's parameter bytes exactly
+    assert data["weight_bytes"]["fp32"]["per_token"] == data["weight_bytes"]["hf"]["per_token"]
+    assert data["weight_bytes"]["int8"]["per_token"] < 0.4 * data["weight_bytes"]["fp32"]["per_token"]
+    assert isinstance(data["fp32_vs_hf"]["identical_tokens"], bool)
+    assert 0 <= data["int8_vs_hf"]["agree_positions"] <= 8
+    assert "fp32_ratio" in data["targets"] and "int8_ratio" in data["targets"]
