@@ -24,15 +24,17 @@ def rows() -> list[str]:
     tq = _load("train_quality")
     if tq:
         sp = tq["train_speed"]
-        out.append(f"| training tokens/s, nanoGPT CPU config, {tq['threads']} threads | {sp['tokens_per_s']['ours']:,.0f} "
-                   f"| HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} | {sp['ratio']:.2f}x (target >= 1.3) "
+        out.append(f"| training tokens/s, nanoGPT CPU config, {tq['threads']} threads "
+                   f"| {sp['tokens_per_s']['ours']:,.0f} | HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} "
+                   f"| {sp['ratio']:.2f}x (target >= 1.3) "
                    "| train_quality.json |")
         for key, label in (("baseline", "nanoGPT CPU config"), ("best", "our best recipe (configs/best-cpu.toml)")):
             if key in tq:
                 r = tq[key]
                 out.append(f"| val loss, Tiny Shakespeare, {label} | {r['val_loss']:.4f} (full split "
                            f"{r['full_val_loss']:.4f}) in {r['wall_s']:.0f} s | nanoGPT 1.886 in 121 s "
-                           f"| {'<= 1.88' if key == 'baseline' else 'lower in <= the same time'} | train_quality.json |")
+                           f"| {'<= 1.88' if key == 'baseline' else 'lower in <= the same time'} "
+                           "| train_quality.json |")
     gs = _load("generate_speed")
     if gs:
         tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})
@@ -53,6 +55,18 @@ def rows() -> list[str]:
             out.append(f"| int8 held-out perplexity vs fp32 ({ppl.get('model', '')}) | {ppl['int8']:.4f} "
                        f"| fp32 {ppl['fp32']:.4f} | {ppl['relative_diff']:+.2%} (target within 1%) "
                        "| generate_speed.json |")
+    sl = _load("serve_load")
+    if sl:
+        for n, lv in sl["levels"].items():
+            out.append(f"| server, {n} concurrent streams (shakespeare-char, 128 tokens) | {lv['tokens_per_s']:,.0f} "
+                       f"tokens/s, TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms / p95 {lv['ttft_p95_s'] * 1e3:.0f} ms "
+                       "| | | serve_load.json |")
+        sc, ov = sl["scaling"], sl["overhead"]
+        out.append(f"| server, 16 streams vs 1 (aggregate tokens/s) | {sc['ratio']:.2f}x | | target >= 4 "
+                   "| serve_load.json |")
+        out.append(f"| server, one stream vs in-process generate | {ov['median_tokens_per_s']['server']:.0f} tokens/s "
+                   f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {ov['median_ratio']:.2f}x "
+                   "(target >= 0.9) | serve_load.json |")
     gpu = _load("gpu_h200")
     if gpu:
         t = gpu["train_tokens_per_s"]
