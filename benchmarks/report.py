@@ -31,8 +31,11 @@ def rows() -> list[str]:
         for key, label in (("baseline", "nanoGPT CPU config"), ("best", "our best recipe (configs/best-cpu.toml)")):
             if key in tq:
                 r = tq[key]
+                seeds = tq.get("baseline_other_seeds", {}) if key == "baseline" else {}
+                extra = "; other seeds " + ", ".join(f"{v:.4f}" for k, v in seeds.items() if k != "how") \
+                    if seeds else ""
                 out.append(f"| val loss, Tiny Shakespeare, {label} | {r['val_loss']:.4f} (full split "
-                           f"{r['full_val_loss']:.4f}) in {r['wall_s']:.0f} s | nanoGPT 1.886 in 121 s "
+                           f"{r['full_val_loss']:.4f}) in {r['wall_s']:.0f} s{extra} | nanoGPT 1.886 in 121 s "
                            f"| {'<= 1.88' if key == 'baseline' else 'lower in <= the same time'} "
                            "| train_quality.json |")
     gs = _load("generate_speed")
