@@ -7,20 +7,16 @@ load, auth, SIGTERM and fuzzing are in ``test_serve_reliability.py``.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import math
-import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
+from serving import running_server
 
 import genforge
-from genforge.serve.app import ServeSettings, create_app
-from genforge.serve.guard import Guard
+from genforge.serve.app import ServeSettings
 
 MODEL = "shakespeare-char"
 CTX = 256
@@ -29,36 +25,6 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 
 # --- helpers -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running_server(settings: ServeSettings, loaded: dict | None = None):
-    """Serve ``create_app(settings)`` behind the Guard on 127.0.0.1:<free port>; yield (app, url)."""
-    app = create_app(settings, loaded)
-    # bound before the thread starts (no free-port race); IPPROTO_TCP explicitly, or asyncio does not set
-    # TCP_NODELAY on the accepted connections and every keep-alive request stalls ~40 ms (Nagle)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(Guard(app, settings.api_key, settings.max_body), host="127.0.0.1",
-                                           port=0, log_level="warning", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.05)
-        yield app, url
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-
-
 def sse(resp: httpx.Response) -> list:
     """The ``data:`` payloads of an SSE response: parsed JSON chunks, then the string "[DONE]"."""
     out = []

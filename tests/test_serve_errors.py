@@ -6,7 +6,8 @@ generation is an error event and then ``data: [DONE]``, and the server keeps ser
 from __future__ import annotations
 
 import httpx
-from test_serve import running_server, sse
+from serving import running_server
+from test_serve import sse
 
 import genforge
 from genforge.serve.app import ServeSettings
