@@ -244,6 +244,17 @@ def run_child(variant: str, folder: Path, n_new: int, threads: int, seed: int) -
 
 
 # --- int8 perplexity ------------------------------------------------------------------------------------
+def _portable(path) -> str:
+    """A path as it reads on any machine: relative to the repo or to $GENFORGE_HOME, not this disk."""
+    from genforge.paths import genforge_home
+
+    p = Path(path).resolve()
+    for root, label in ((Path(__file__).resolve().parent.parent, ""), (genforge_home().resolve(), "$GENFORGE_HOME/")):
+        if p.is_relative_to(root):
+            return label + str(p.relative_to(root))
+    return p.name
+
+
 def heldout_text(args, fraction: float) -> tuple[str, str]:
     if args.heldout:
         return Path(args.heldout).read_text(encoding="utf-8"), str(args.heldout)
@@ -257,7 +268,7 @@ def heldout_text(args, fraction: float) -> tuple[str, str]:
             raise FileNotFoundError("no --heldout or --corpus given and no cached Shakespeare corpus at "
                                     f"{path}: run `genforge train configs/tiny-test.toml` once, or pass a file")
     text = path.read_text(encoding="utf-8")
-    return text[int(len(text) * (1.0 - fraction)):], f"last {fraction:.0%} of {path}"
+    return text[int(len(text) * (1.0 - fraction)):], f"last {fraction:.0%} of {_portable(path)}"
 
 
 def perplexity_check(args) -> dict[str, Any]:
@@ -284,7 +295,7 @@ def perplexity_check(args) -> dict[str, Any]:
     ppl_fp32 = fp32.perplexity(text)
     ppl_int8 = int8.perplexity(text)
     rel = (ppl_int8 - ppl_fp32) / ppl_fp32  # signed: positive when int8 is worse
-    return {"model": args.model, "path": str(fp32.path), "heldout": source, "heldout_chars": len(text),
+    return {"model": args.model, "path": _portable(fp32.path), "heldout": source, "heldout_chars": len(text),
             "parameters": sum(p.numel() for p in fp32.model.parameters()),
             "fp32": ppl_fp32, "int8": ppl_int8, "relative_diff": rel,
             "within_target": abs(rel) <= TARGETS["int8_ppl_rel_diff"], "seconds": time.perf_counter() - t0}
