@@ -303,6 +303,15 @@ def test_top_k_1_and_tiny_top_p_are_greedy(kw: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.parametrize("temperature", [1e-7, 1e-40, 5e-324])
+def test_vanishing_temperature_is_greedy_not_an_overflow(temperature: float) -> None:
+    # logits / 5e-324 is inf: sampling it would fail; such a temperature means greedy
+    model, prompt = GRULM(11, seed=2), [4, 5]
+    greedy = [t for t, _ in stream_tokens(model, prompt, SamplingParams(temperature=0.0, max_tokens=10))]
+    got = [t for t, _ in stream_tokens(model, prompt, SamplingParams(temperature=temperature, max_tokens=10))]
+    assert got == greedy
+
+
 def test_penalties_in_the_loop_count_the_prompt() -> None:
     row = torch.tensor([3.0, 2.5, 2.0, 1.5, 1.2, 0.5])
     model = BigramLM(row.expand(6, 6).clone())

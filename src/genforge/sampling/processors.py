@@ -87,6 +87,9 @@ def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
     return logits.masked_fill(probs < threshold, _NEG_INF)
 
 
+GREEDY_BELOW = 1e-6  # temperatures this small sample as 0 (greedy)
+
+
 def process_logits(logits: Tensor, params: SamplingParams, counts: Tensor | None) -> Tensor:
     """Apply penalties -> temperature -> top-k -> top-p -> min-p (temperature must be > 0)."""
     out = logits.float()
@@ -105,18 +108,20 @@ def sample_next(
 ) -> tuple[Tensor, Tensor]:
     """Pick one token per row of ``logits`` (B, V); returns ``(next_ids (B,), logprobs (B,))``.
 
-    ``temperature == 0`` is greedy: argmax after the penalties (which are no-ops at their defaults), no
-    randomness used. Otherwise the processors run in the order penalties -> temperature -> top-k -> top-p
-    -> min-p and one token is drawn with ``torch.multinomial(..., generator=rng)``. When ``rng`` lives on
-    another device than the logits (a CPU generator for a GPU model) the draw happens on ``rng``'s
-    device, so a seed gives the same draws for the same probabilities wherever the model runs.
+    ``temperature == 0`` (or below ``GREEDY_BELOW``) is greedy: argmax after the penalties (no-ops at
+    their defaults), no randomness used. Otherwise the processors run in the order penalties ->
+    temperature -> top-k -> top-p -> min-p and one token is drawn with
+    ``torch.multinomial(..., generator=rng)``. When ``rng`` lives on another device than the logits (a
+    CPU generator for a GPU model) the draw happens on ``rng``'s device, so a seed gives the same draws
+    for the same probabilities wherever the model runs.
 
     The returned log-probability is that of the chosen token under the model's *raw* distribution
     (``log_softmax(logits)``, temperature 1, no penalties or filters): what best-of-n reranks on.
     """
     raw = logits.float()
     raw_logprobs = torch.log_softmax(raw, dim=-1)
-    if params.temperature == 0.0:
+    # below GREEDY_BELOW, logits / T overflows to inf (5e-324, 1e-40 ...); such a T is greedy but for ties
+    if params.temperature < GREEDY_BELOW:
         scored = raw
         if counts is not None:
             scored = apply_penalties(

@@ -81,10 +81,7 @@ class ServerState:
 
 
 def _params(req, max_tokens: int, stops: tuple[str, ...]) -> SamplingParams:
-    # a temperature this close to 0 is greedy in all but ties; dividing logits by it (1e-40, 5e-324) overflows
-    # to inf and the sampler fails mid-generation, so it is sampled as the 0 it stands for
-    temperature = 0.0 if req.temperature < 1e-6 else req.temperature
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=req.top_p,
+    return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                           presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
                           stop=stops, seed=req.seed)
 
