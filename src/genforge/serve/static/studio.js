@@ -473,23 +473,31 @@ function setTextBusy(busy) {
   $("clear-output").disabled = busy || !has;
 }
 
-async function generate() {
-  if (state.text.controller) return;
-  const errBox = $("error");
+/** The shared parameters and the picked model, or null after showing why in ``errBox``. */
+function readRequest(errBox, selectId) {
   clearError(errBox);
-  $("stats").textContent = "";
   let params;
   try {
     params = readParams();
   } catch (e) {
     showError(errBox, e);
-    return;
+    return null;
   }
-  const model = $("model").value;
+  const model = $(selectId).value;
   if (!model) {
     showError(errBox, "Pick a model first.");
-    return;
+    return null;
   }
+  return { model, params };
+}
+
+async function generate() {
+  if (state.text.controller) return;
+  const errBox = $("error");
+  $("stats").textContent = "";
+  const request = readRequest(errBox, "model");
+  if (!request) return;
+  const { model, params } = request;
   const prompt = $("prompt").value;
   const body = { model, prompt, ...params, stream: true };
 
@@ -592,19 +600,9 @@ async function sendChat() {
     return;
   }
   const errBox = $("chat-error");
-  clearError(errBox);
-  let params;
-  try {
-    params = readParams();
-  } catch (e) {
-    showError(errBox, e);
-    return;
-  }
-  const model = $("chat-model").value;
-  if (!model) {
-    showError(errBox, "Pick a model first.");
-    return;
-  }
+  const request = readRequest(errBox, "chat-model");
+  if (!request) return;
+  const { model, params } = request;
   const userMsg = { role: "user", content: text };
   state.chat.messages.push(userMsg);
   const userBubble = addBubble("user", text);
