@@ -66,7 +66,7 @@ def load_ours(folder: Path, quantize: str | None):
     from genforge.models.gpt2_hf import load_gpt2_hf
     from genforge.models.inference import prepare_for_inference
 
-    return prepare_for_inference(load_gpt2_hf(folder, decode_layout=quantize is None), quantize)
+    return prepare_for_inference(load_gpt2_hf(folder, layout=quantize or "fp32"), quantize)
 
 
 def _tensor_bytes(t) -> int:
@@ -83,11 +83,12 @@ def weight_bytes(model) -> dict[str, Any]:
     of the tied output matrix; a decode step reads only one of its rows, so it counts towards
     ``stored`` but not towards ``per_token`` (as in fp32, where the tied matrix counts once).
     """
-    import torch
-
     from genforge.models.inference import Int8Embedding, Int8Linear
 
     seen: set[tuple] = set()
+    for m in model.modules():  # counted below, not as dense tensors
+        if isinstance(m, Int8Embedding):
+            seen.update((t.data_ptr(), t.numel(), t.dtype) for t in m.buffers())
     dense = 0
     for t in list(model.parameters()) + list(model.buffers()):
         key = (t.data_ptr(), t.numel(), t.dtype)  # by address, robust to tensors sharing one mmap storage
@@ -97,10 +98,10 @@ def weight_bytes(model) -> dict[str, Any]:
     int8_linear = int8_embedding = 0
     n_quantized = 0
     for m in model.modules():
-        if isinstance(m, Int8Linear):
-            w, b = torch.ops.quantized.linear_unpack(m._packed)
-            n_quantized += w.numel()
-            int8_linear += w.numel() + w.shape[0] * 12 + (0 if b is None else _tensor_bytes(b))
+        if isinstance(m, Int8Linear):  # from the shapes: unpacking would allocate a copy
+            n = m.out_features * m.in_features
+            n_quantized += n
+            int8_linear += n + m.out_features * (12 + (4 if m.has_bias else 0))
         elif isinstance(m, Int8Embedding):
             int8_embedding += _tensor_bytes(m.q) + _tensor_bytes(m.scale)
     return {
@@ -211,7 +212,7 @@ def child_main(variant: str, folder: Path, n_new: int, threads: int, seed: int) 
         from genforge.sampling import decode  # noqa: F401
 
         stages["after_import_lib"] = _stage()
-        model = load_gpt2_hf(folder, decode_layout=variant == "fp32")
+        model = load_gpt2_hf(folder, layout=variant)
         stages["after_load"] = _stage()
         prepare_for_inference(model, "int8" if variant == "int8" else None)
         stages["after_prepare"] = _stage()

@@ -235,6 +235,27 @@ def test_hf_gpt2_loaded_model_is_tied_and_in_eval_mode(hf_pair) -> None:
     assert all(p.device.type == "cpu" for p in ours.parameters())  # nothing left on the meta device
 
 
+
+@pytest.mark.parametrize("layout", ["fp32", "int8"])
+@torch.no_grad()
+def test_hf_gpt2_read_straight_into_a_decode_layout_equals_converting_after(hf_pair, layout: str) -> None:
+    """Reading each matrix straight into its decode form (no fp32 model first, for peak memory) must
+    give exactly the model that loading fp32 and converting gives."""
+    _, ours, folder = hf_pair
+    direct = load_gpt2_hf(folder, layout=layout)
+    converted = prepare_for_inference(copy.deepcopy(ours), None if layout == "fp32" else "int8")
+    assert not any(isinstance(m, nn.Linear) for m in direct.modules())
+    assert [type(m).__name__ for m in direct.modules()] == [type(m).__name__ for m in converted.modules()]
+    ids = torch.randint(0, 100, (2, 40), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(direct(ids), converted(ids))
+    assert torch.equal(step_chunks(direct, ids, [7, 1, 32])[39], step_chunks(converted, ids, [7, 1, 32])[39])
+    assert prepare_for_inference(direct, None if layout == "fp32" else "int8") is direct  # already converted
+
+
+def test_hf_gpt2_unknown_layout_is_a_config_error(hf_pair) -> None:
+    with pytest.raises(ConfigError, match="int4"):
+        load_gpt2_hf(hf_pair[2], layout="int4")
+
 def _one_line_checkpoint_error(fn, *names: str) -> str:
     with pytest.raises(CheckpointError) as info:
         fn()
@@ -313,6 +334,24 @@ def test_int8_inference_layout_is_close(name: str) -> None:
     assert corr > 0.99
     assert (ref.argmax(-1) == got_steps.argmax(-1)).float().mean() > 0.9
 
+
+
+def test_quantize_rows_is_per_row_symmetric_and_leaves_its_input_alone() -> None:
+    from genforge.models.inference import int8_values, quantize_rows
+
+    w = torch.randn(37, 16, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 1, 37)[:, None]
+    before = w.clone()
+    qw = quantize_rows(w, chunk=8)  # 37 rows: the last chunk is partial
+    assert torch.equal(w, before)
+    q, scale = int8_values(qw), qw.q_per_channel_scales().float()
+    assert q.dtype == torch.int8 and q.abs().max() <= 127
+    assert torch.equal(q.abs().amax(dim=1), torch.full((37,), 127, dtype=torch.int8))  # each row uses its range
+    assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-7).all()  # within half a step
+    assert torch.equal(qw.dequantize(), q.float() * scale.double()[:, None].float())  # values shared, not copied
+    # reading the rows from a function (a file, in the loader) gives the same tensor
+    from_reader = quantize_rows(lambda i, j: w[i:j].double(), rows=37, chunk=5)
+    assert torch.equal(int8_values(from_reader), q) and torch.equal(from_reader.q_per_channel_scales(),
+                                                                    qw.q_per_channel_scales())
 
 def test_unknown_quantize_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="int4"):

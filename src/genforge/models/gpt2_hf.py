@@ -81,13 +81,26 @@ class _SafetensorsReader:
         self.file.close()
 
 
-def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32, decode_layout: bool = False) -> GPT:
+LAYOUTS = (None, "fp32", "int8")
+
+
+def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32, layout: str | None = None) -> GPT:
     """Build a genforge GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors).
 
-    ``decode_layout=True`` reads the tied embedding straight into the (dim, vocab) layout of
-    ``prepare_for_inference`` in row chunks, so the largest matrix never exists twice in memory
-    (peak RSS of a GPT-2 124M decode: weights + ~20%, not weights + 2 x 154 MB).
+    ``layout`` picks the form the weights take as they are read, so no larger form ever exists:
+
+    * ``None``: nn.Linear modules with the tied embedding, the training layout.
+    * ``"fp32"``: the decode layout of ``prepare_for_inference``; the tied embedding is read in
+      row chunks straight into (dim, vocab), so the largest matrix never exists twice in memory
+      (peak RSS of a GPT-2 124M decode: weights + ~20%, not weights + 2 x 154 MB).
+    * ``"int8"``: each matrix is quantized as soon as it is read (the embedding in row chunks), so
+      the fp32 model never exists: peak memory is the int8 model plus one fp32 matrix of a layer.
+      The result equals ``prepare_for_inference(load_gpt2_hf(folder), "int8")``.
     """
+    if layout not in LAYOUTS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"layout={layout!r} is unknown: allowed none, 'fp32' or 'int8'")
     folder = Path(folder)
     if not is_hf_gpt2_dir(folder):
         raise CheckpointError(f"{folder} is not a GPT-2 folder: it needs config.json and model.safetensors")
@@ -98,54 +111,93 @@ def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32, decode_
         raise CheckpointError(f"{folder / 'config.json'} is not a valid GPT-2 config: {e}") from None
     with torch.device("meta"):
         model = GPT(cfg, init=False)
-    expected = model.state_dict()
-    loaded: dict[str, torch.Tensor] = {}
-    wte_t: torch.Tensor | None = None  # the tied embedding, already (dim, vocab), with decode_layout
+    expected = {name: t.shape for name, t in model.state_dict().items()}
+    if cfg.tie_weights:
+        expected.pop("lm_head.weight")
     try:
         f = _SafetensorsReader(folder / "model.safetensors")
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{folder / 'model.safetensors'} could not be read: {e}") from None
     try:
+        keys = {}  # our parameter name -> the file's key
         for key in f.names():
             name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
-            if name.endswith(_IGNORED):
-                continue
-            if decode_layout and cfg.tie_weights and name == "transformer.wte.weight":
-                if f.shape(key) != (cfg.vocab_size, cfg.n_embd):
-                    raise CheckpointError(f"{folder}: {name} has shape {f.shape(key)}, expected "
-                                          f"{(cfg.vocab_size, cfg.n_embd)}")
-                wte_t = torch.empty(cfg.n_embd, cfg.vocab_size, dtype=dtype)
-                for i in range(0, cfg.vocab_size, 4096):
-                    j = min(i + 4096, cfg.vocab_size)
-                    wte_t[:, i:j] = f.read(key, (i, j)).to(dtype).t()
-                continue
-            t = f.read(key).to(dtype)
-            # Conv1D stores (in, out): keep the transposed *view*, no copy. The decode layout
-            # (prepare_for_inference) wants (in, out) contiguous, so it then copies nothing either.
-            loaded[name] = t.t() if name.endswith(_CONV1D) else t
+            if not name.endswith(_IGNORED) and not (cfg.tie_weights and name == "lm_head.weight"):
+                keys[name] = key
+        missing, unexpected = sorted(set(expected) - set(keys)), sorted(set(keys) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{folder} does not match GPT-2: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for name, key in keys.items():
+            shape = f.shape(key)
+            if name.endswith(_CONV1D):
+                shape = shape[::-1]
+            if shape != tuple(expected[name]):
+                raise CheckpointError(f"{folder}: {name} has shape {shape}, expected {tuple(expected[name])}")
+        if layout is None:
+            _read_dense(model, f, keys, dtype)
+        else:
+            _read_decode(model, f, keys, dtype, layout)
     except (KeyError, ValueError, OSError) as e:
         raise CheckpointError(f"{folder / 'model.safetensors'} could not be read: {e}") from None
     finally:
         f.close()
-    if wte_t is not None:
-        expected.pop("transformer.wte.weight")
-    if cfg.tie_weights:
-        loaded.pop("lm_head.weight", None)
-        expected.pop("lm_head.weight", None)
-    missing = sorted(set(expected) - set(loaded))
-    unexpected = sorted(set(loaded) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{folder} does not match GPT-2: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for name, t in loaded.items():
-        if t.shape != expected[name].shape:
-            raise CheckpointError(
-                f"{folder}: {name} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
-    model.load_state_dict(loaded, strict=False, assign=True)
-    if wte_t is not None:
-        from .inference import TransposedEmbedding, TransposedLinear
-
-        model.lm_head = TransposedLinear(wte_t, None)
-        model.transformer.wte = TransposedEmbedding(model.lm_head.weight_t)
-    elif cfg.tie_weights:
-        model.lm_head.weight = model.transformer.wte.weight
     return model.eval()
+
+
+def _read(f: _SafetensorsReader, keys: dict[str, str], name: str, dtype: torch.dtype) -> torch.Tensor:
+    t = f.read(keys[name]).to(dtype)
+    # Conv1D stores (in, out): keep the transposed *view*, no copy
+    return t.t() if name.endswith(_CONV1D) else t
+
+
+def _read_dense(model: GPT, f: _SafetensorsReader, keys: dict[str, str], dtype: torch.dtype) -> None:
+    model.load_state_dict({name: _read(f, keys, name, dtype) for name in keys}, strict=False, assign=True)
+    if model.config.tie_weights:
+        model.lm_head.weight = model.transformer.wte.weight
+
+
+def _linear_names(model: GPT) -> list[str]:
+    return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def _read_decode(model: GPT, f: _SafetensorsReader, keys: dict[str, str], dtype: torch.dtype, layout: str) -> None:
+    """Small tensors load as they are; each Linear's matrix goes straight into its decode module."""
+    from .inference import (
+        Int8Embedding,
+        Int8Linear,
+        TransposedEmbedding,
+        TransposedLinear,
+        quantize_rows,
+        release_freed_memory,
+    )
+
+    cfg = model.config
+    linears = [n for n in _linear_names(model) if n in keys]  # the tied lm_head reads the embedding
+    big = set(linears) | ({"transformer.wte.weight"} if cfg.tie_weights else set())
+    model.load_state_dict({n: _read(f, keys, n, dtype) for n in keys if n not in big}, strict=False, assign=True)
+    for name in linears:
+        owner, attr = model.get_submodule(name.rsplit(".", 2)[0]), name.rsplit(".", 2)[1]
+        bias = getattr(model.get_submodule(name[: -len(".weight")]), "bias", None)
+        w = _read(f, keys, name, dtype)  # (out, in), a view of the file's (in, out) for Conv1D
+        if layout == "int8":
+            module = Int8Linear(None, bias, quantize_rows(w))
+        else:
+            module = TransposedLinear(w.t().contiguous(), bias)  # no copy for Conv1D's (in, out)
+        del w
+        setattr(owner, attr, module)
+        release_freed_memory()  # the fp32 matrix and its temporaries: don't let them pile up as heap holes
+    if cfg.tie_weights:  # the embedding, read in row chunks into its one decode-layout copy
+        key, rows = keys["transformer.wte.weight"], cfg.vocab_size
+        if layout == "int8":
+            qweight = quantize_rows(lambda i, j: f.read(key, (i, j)), rows)
+            model.transformer.wte = Int8Embedding(None, qweight)
+            model.lm_head = Int8Linear(None, None, qweight)
+            del qweight
+            release_freed_memory()
+        else:
+            wte_t = torch.empty(cfg.n_embd, rows, dtype=dtype)
+            for i in range(0, rows, 4096):
+                j = min(i + 4096, rows)
+                wte_t[:, i:j] = f.read(key, (i, j)).to(dtype).t()
+            model.lm_head = TransposedLinear(wte_t, None)
+            model.transformer.wte = TransposedEmbedding(model.lm_head.weight_t)

@@ -153,6 +153,12 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def _embedding(num: int, dim: int, init: bool) -> nn.Embedding:
+    """An embedding, left uninitialised when weights are loaded next. (On the meta device,
+    nn.Embedding's own normal_ init imports torch._dynamo: ~70 MB of resident memory and ~1 s.)"""
+    return nn.Embedding(num, dim) if init else nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+
+
 class GPT(nn.Module):
     """Decoder-only Transformer language model; a ``StepModel`` for the samplers."""
 
@@ -165,8 +171,8 @@ class GPT(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.max_len = cfg.block_size
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            wte=_embedding(cfg.vocab_size, cfg.n_embd, init),
+            wpe=_embedding(cfg.block_size, cfg.n_embd, init),
             drop=nn.Dropout(cfg.dropout),
             h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
             ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),

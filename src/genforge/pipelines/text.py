@@ -104,7 +104,9 @@ def load(name_or_dir: str | Path, device: str = "cpu", quantize: str | None = No
         tok = path / "tokenizer.json"
         if not tok.is_file():
             raise CheckpointError(f"{path} has GPT-2 weights but no tokenizer.json to encode text with")
-        model, codec = load_gpt2_hf(path, decode_layout=device == "cpu" and quantize is None), BPECodec.load(tok)
+        # on the CPU the weights are read straight into their decode form (int8 or transposed fp32)
+        layout = (quantize or "fp32") if device == "cpu" else None
+        model, codec = load_gpt2_hf(path, layout=layout), BPECodec.load(tok)
         meta = {"model": {"kind": "transformer"}, "source": "huggingface-gpt2"}
     else:
         raise CheckpointError(f"{path} is not a genforge model folder")
