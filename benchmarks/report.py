@@ -28,16 +28,33 @@ def rows() -> list[str]:
                    f"| {sp['tokens_per_s']['ours']:,.0f} | HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} "
                    f"| {sp['ratio']:.2f}x (target >= 1.3) "
                    "| train_quality.json |")
-        for key, label in (("baseline", "nanoGPT CPU config"), ("best", "our best recipe (configs/best-cpu.toml)")):
-            if key in tq:
-                r = tq[key]
-                seeds = tq.get("baseline_other_seeds", {}) if key == "baseline" else {}
-                extra = "; other seeds " + ", ".join(f"{v:.4f}" for k, v in seeds.items() if k != "how") \
-                    if seeds else ""
-                out.append(f"| val loss, Tiny Shakespeare, {label} | {r['val_loss']:.4f} (full split "
-                           f"{r['full_val_loss']:.4f}) in {r['wall_s']:.0f} s{extra} | nanoGPT 1.886 in 121 s "
-                           f"| {'<= 1.88' if key == 'baseline' else 'lower in <= the same time'} "
-                           "| train_quality.json |")
+        if "hf_exact_gelu" in sp["tokens_per_s"]:
+            out.append(f"| training tokens/s, same, HF with the exact GELU of nanoGPT's config "
+                       f"| {sp['tokens_per_s']['ours']:,.0f} | HF {sp['tokens_per_s']['hf_exact_gelu']:,.0f} "
+                       f"| {sp['ratio_vs_hf_exact_gelu']:.2f}x | train_quality.json |")
+        q = tq.get("quality")
+        if q:
+            ours, ref = q["ours_summary"], q["nanogpt_summary"]
+            n, first = ours["val_loss"]["n"], q["nanogpt"][0]
+
+            def cell(sm):
+                v, f, w = sm["val_loss"], sm["full_val_loss"], sm["wall_s"]
+                return (f"{v['mean']:.4f} +- {v['sd']:.4f} (full split {f['mean']:.4f}), "
+                        f"{w['mean']:.0f} s")
+
+            out.append(f"| val loss, Tiny Shakespeare, nanoGPT CPU config, mean of {n} seeds | {cell(ours)} "
+                       f"| nanoGPT {cell(ref)}; seed {first['seed']}: {first['val_loss']:.4f} "
+                       f"| <= 1.88: {'met' if q['ours_mean_meets_1.88'] else 'not met'} (nanoGPT's own mean: "
+                       f"{'met' if q['nanogpt_mean_meets_1.88'] else 'not met'}) | train_quality.json |")
+            r = q["ours_on_nanogpt_batches"]
+            out.append(f"| val loss (full split) on nanoGPT's own seed-{first['seed']} batches | "
+                       f"{r['full_val_loss']:.4f} | nanoGPT {first['full_val_loss']:.4f} "
+                       f"| {q['replay_full_val_diff']:+.4f} | train_quality.json |")
+            b = q["best"]
+            out.append(f"| val loss, our best recipe (configs/best-cpu.toml) | {b['val_loss']:.4f} (full split "
+                       f"{b['full_val_loss']:.4f}) in {b['wall_s']:.0f} s | nanoGPT best seed "
+                       f"{ref['val_loss']['min']:.4f} in {ref['wall_s']['mean']:.0f} s | lower in <= the same time: "
+                       f"{'yes' if q['best_beats_baseline_in_time'] else 'no'} | train_quality.json |")
     gs = _load("generate_speed")
     if gs:
         tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})

@@ -1,7 +1,9 @@
-"""The generate-speed benchmark runs end to end in its smoke mode and writes well-formed results.
+"""The generate-speed and train-quality benchmarks run end to end in their smoke modes and write
+well-formed results.
 
-Speed is not asserted (shared CI machines); only that the script works and its JSON has the
-fields the full benchmark reports.
+Speed is not asserted (shared CI machines); only that the scripts work and their JSON has the
+fields the full benchmarks report, plus one property: trained on the nanoGPT reference's exact
+batches from the same seed, our trainer ends where the reference does.
 """
 from __future__ import annotations
 
@@ -46,3 +48,28 @@ def test_generate_speed_smoke(tmp_path: Path) -> None:
     assert isinstance(data["fp32_vs_hf"]["identical_tokens"], bool)
     assert 0 <= data["int8_vs_hf"]["agree_positions"] <= 8
     assert "fp32_ratio" in data["targets"] and "int8_ratio" in data["targets"]
+
+
+def test_train_quality_smoke_and_our_trainer_matches_nanogpt_on_its_batches(tmp_path: Path, corpus: Path) -> None:
+    big = tmp_path / "corpus-big.txt"  # 20 eval batches of 12 x 64 need a val split of a few KB
+    big.write_text(corpus.read_text() * 3)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_quality.py"), "--smoke", "--corpus",
+                           str(big), "--out-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads((tmp_path / "out" / "train_quality.json").read_text())
+    sp = data["train_speed"]
+    assert sp["tokens_per_s"]["ours"] > 0 and sp["tokens_per_s"]["hf"] > 0
+    q = data["quality"]
+    assert q["steps"] == 30 and q["seeds"] == [1]
+    for k in ("nanogpt", "ours"):
+        (run,) = q[k]
+        assert 0 < run["full_val_loss"] < 5 and run["wall_s"] > 0
+        assert q[f"{k}_summary"]["val_loss"]["n"] == 1
+    ref, replay, own = q["nanogpt"][0], q["ours_on_nanogpt_batches"], q["ours"][0]
+    assert ref["full_val_loss"] < ref["val_curve"]["0"] - 0.5  # 30 steps of real learning happened
+    # same seed -> same initial weights; same batches -> the same model, up to float rounding and
+    # GPT-2's tanh GELU against nanoGPT's exact one
+    assert abs(q["replay_full_val_diff"]) < 2e-3, q["replay_full_val_diff"]
+    assert replay["full_val_loss"] != own["full_val_loss"]  # the replay really used other batches
+    assert "best" in q and q["best"]["steps"] == 30

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -178,12 +179,12 @@ def test_rnn_parameter_count_matches_its_modules() -> None:
 
 
 # ---------------------------------------------------------------------- Hugging Face GPT-2
-def _hf_model(folder: Path):
+def _hf_model(folder: Path, activation: str = "gelu_new"):
     pytest.importorskip("transformers")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+    cfg = GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4, activation_function=activation,
                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
     hf = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # biases and LayerNorm gains start at 0/1; make them matter too
@@ -215,6 +216,20 @@ def test_hf_gpt2_logits_match_forward_and_cached_steps(hf_pair) -> None:
     for pos, logits in got.items():
         torch.testing.assert_close(logits, ref[:, pos], atol=1e-4, rtol=0)
 
+
+
+@torch.no_grad()
+def test_hf_gpt2_with_exact_gelu_loads_with_that_activation(tmp_path: Path) -> None:
+    hf = _hf_model(tmp_path, activation="gelu")
+    ours = load_gpt2_hf(tmp_path)
+    assert ours.config.activation == "gelu"
+    ids = torch.randint(0, 100, (2, 30), generator=torch.Generator().manual_seed(4))
+    ref = hf(ids).logits
+    torch.testing.assert_close(ours(ids), ref, atol=1e-4, rtol=0)
+    # the tanh approximation would be measurably off: the test can tell the two apart
+    tanh = GPT(dataclasses.replace(ours.config, activation="gelu_tanh"), init=False)
+    tanh.load_state_dict(ours.state_dict())
+    assert (tanh.eval()(ids) - ref).abs().max() > 1e-3
 
 @torch.no_grad()
 def test_hf_gpt2_greedy_generation_matches_hf_generate(hf_pair) -> None:
@@ -364,7 +379,7 @@ def test_gpt_config_validation_names_the_keys() -> None:
         GPTConfig(n_embd=30, n_head=4)
     assert "n_embd" in str(info.value) and "n_head" in str(info.value)
     assert "30" in str(info.value) and "4" in str(info.value)
-    for bad in (dict(n_layer=0), dict(vocab_size=-1), dict(dropout=1.0), dict(block_size=2.5)):
+    for bad in (dict(n_layer=0), dict(vocab_size=-1), dict(dropout=1.0), dict(block_size=2.5), dict(activation="relu")):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             GPTConfig(**bad)
 

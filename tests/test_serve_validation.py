@@ -30,6 +30,11 @@ BAD_COMPLETIONS = {
     "max_tokens=0": completion(max_tokens=0),
     "max_tokens<0": completion(max_tokens=-5),
     "max_tokens float": completion(max_tokens=1.5),
+    "max_tokens boolean": completion(max_tokens=True),
+    "n boolean": completion(n=True),
+    "seed boolean": completion(seed=False),
+    "temperature boolean": completion(temperature=True),
+    "logprobs boolean": completion(logprobs=True),
     "temperature<0": completion(temperature=-0.1),
     "temperature>2": completion(temperature=2.01),
     "top_p=0": completion(top_p=0),
@@ -67,6 +72,7 @@ BAD_CHATS = {
     "message extra field": chat(messages=[{"role": "user", "content": "a", "tool_calls": []}]),
     "temperature>2": chat(temperature=3),
     "top_logprobs>20": chat(logprobs=True, top_logprobs=21),
+    "top_logprobs boolean": chat(logprobs=True, top_logprobs=True),
     "max_tokens over context": chat(max_tokens=CTX),
 }
 BAD_EMBEDDINGS = {

@@ -26,12 +26,15 @@ def gpt2_config_from_hf(hf: dict) -> GPTConfig:
     if hf.get("model_type") not in (None, "gpt2"):
         raise CheckpointError(f"config.json has model_type={hf.get('model_type')!r}; only 'gpt2' loads")
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"config.json activation_function={act!r}; genforge's GPT-2 uses tanh GELU")
+    activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+    if act not in activations:
+        raise CheckpointError(f"config.json activation_function={act!r} is not supported: allowed "
+                              f"{', '.join(activations)}")
     return GPTConfig(
         vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
         n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True,
         tie_weights=hf.get("tie_word_embeddings", True), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        activation=activations[act],
     )
 
 

@@ -26,6 +26,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm (GPT-2 has them)
     tie_weights: bool = True  # share the token embedding with the output layer (Press & Wolf 2017)
     layer_norm_eps: float = 1e-5  # GPT-2 uses 1e-5
+    activation: str = "gelu_tanh"  # GPT-2's tanh-approximated GELU, or "gelu" (exact, erf; nanoGPT's)
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -40,6 +41,12 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout!r} is invalid: allowed 0 <= dropout < 1")
+        if self.activation not in GELU_APPROXIMATION:
+            raise ConfigError(f"model.activation={self.activation!r} is invalid: allowed "
+                              f"{', '.join(map(repr, GELU_APPROXIMATION))}")
+
+
+GELU_APPROXIMATION = {"gelu_tanh": "tanh", "gelu": "none"}  # model.activation -> F.gelu's approximate
 
 
 class KVCache:
@@ -131,10 +138,12 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        # GELU (Hendrycks & Gimpel 2016): GPT-2 uses the tanh approximation; the exact (erf) form is
+        # nanoGPT's, and ~30% faster on CPUs (one fused kernel either way)
+        self.approximate = GELU_APPROXIMATION[cfg.activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        # GPT-2's GELU is the tanh approximation (Hendrycks & Gimpel 2016)
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):

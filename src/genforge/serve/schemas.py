@@ -8,9 +8,16 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP = 4  # OpenAI's limit on stop sequences
+
+
+def _not_a_bool(value):
+    """pydantic's lax mode reads true as 1; a boolean where a number belongs is a client bug."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
 
 
 class APIError(Exception):
@@ -49,6 +56,9 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
 
+    _numbers = field_validator("max_tokens", "temperature", "top_p", "n", "seed", "presence_penalty",
+                               "frequency_penalty", mode="before")(_not_a_bool)
+
     def stop_list(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stops) > MAX_STOP:
@@ -63,6 +73,8 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
 
+    _logprobs = field_validator("logprobs", mode="before")(_not_a_bool)
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -75,6 +87,8 @@ class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    _top_logprobs = field_validator("top_logprobs", mode="before")(_not_a_bool)
 
 
 class EmbeddingRequest(BaseModel):
