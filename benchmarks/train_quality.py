@@ -210,8 +210,10 @@ def main() -> None:
     previous = (out_dir or RESULTS) / "train_quality.json"
     if args.skip_quality and previous.is_file():  # re-measuring speed keeps the last quality runs
         old = json.loads(previous.read_text())
-        if "quality" in old:
-            out["quality"], out["quality_measured"] = old["quality"], old.get("quality_measured", old["time"])
+        if "quality" in old:  # with when, where and on how many threads it was measured
+            out["quality"] = old["quality"]
+            for key, fallback in (("measured", "time"), ("machine", "machine"), ("threads", "threads")):
+                out[f"quality_{key}"] = old.get(f"quality_{key}", old.get(fallback))
     write_result("train_quality", out, out_dir)
 
 

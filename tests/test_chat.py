@@ -21,7 +21,7 @@ from genforge.data.dialogue import (
     is_speaker_line,
     parse_speeches,
 )
-from genforge.errors import DataError, GenforgeError
+from genforge.errors import ConfigError, DataError, GenforgeError
 from genforge.pipelines.registry import BUNDLED
 from genforge.serve.chat_cli import ChatSession, parse_params, run_chat
 from genforge.serve.chat_template import SHAKESPEARE, TEMPLATES, ChatTemplate, template_for
@@ -297,6 +297,24 @@ def test_chat_recipe_fine_tunes_the_bundled_model(tmp_path: Path, home: Path):
     assert result.step == 2 and meta["init_from"] == "shakespeare-char"
     assert meta["codec"] == read_meta(BUNDLED / "shakespeare-char")["codec"]
 
+
+
+def test_fine_tuning_an_older_base_reads_missing_model_fields_as_their_defaults(tmp_path: Path, home: Path):
+    """The bundled model was saved before model.activation existed: its default (GPT-2's tanh GELU)
+    is what it was trained with, so a recipe may restate it, and may not change it."""
+    assert "activation" not in read_meta(BUNDLED / "shakespeare-char")["model"]
+    corpus = dialogue_file(tmp_path)
+
+    def recipe(activation: str) -> RunConfig:
+        return RunConfig.from_dict(load_toml(REPO / "configs" / "shakespeare-chat.toml", [
+            f"--data.corpus={corpus}", f"--train.out_dir={tmp_path / activation}", "--train.max_steps=1",
+            "--train.batch_size=2", "--train.eval_steps=1", "--train.warmup_steps=1", "--train.progress=false",
+            "--train.device=cpu", "--train.precision=fp32", "--data.val_fraction=0.2",
+            f"--model.activation={activation}"]))
+
+    assert fit(recipe("gelu_tanh")).step == 1
+    with pytest.raises(ConfigError, match="model.activation='gelu' differs from train.init_from's 'gelu_tanh'"):
+        fit(recipe("gelu"))
 
 # ---------------------------------------------------------------------------------------- REPL
 @pytest.fixture(scope="module")

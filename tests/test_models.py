@@ -179,13 +179,13 @@ def test_rnn_parameter_count_matches_its_modules() -> None:
 
 
 # ---------------------------------------------------------------------- Hugging Face GPT-2
-def _hf_model(folder: Path, activation: str = "gelu_new"):
+def _hf_model(folder: Path, activation: str = "gelu_new", tied: bool = True):
     pytest.importorskip("transformers")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4, activation_function=activation,
-                     initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+                     initializer_range=0.2, bos_token_id=None, eos_token_id=None, tie_word_embeddings=tied)
     hf = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # biases and LayerNorm gains start at 0/1; make them matter too
         for p in hf.parameters():
@@ -251,25 +251,37 @@ def test_hf_gpt2_loaded_model_is_tied_and_in_eval_mode(hf_pair) -> None:
 
 
 
+@pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("layout", ["fp32", "int8"])
 @torch.no_grad()
-def test_hf_gpt2_read_straight_into_a_decode_layout_equals_converting_after(hf_pair, layout: str) -> None:
+def test_hf_gpt2_read_straight_into_a_decode_layout_equals_converting_after(hf_pair, tmp_path, layout, tied) -> None:
     """Reading each matrix straight into its decode form (no fp32 model first, for peak memory) must
-    give exactly the model that loading fp32 and converting gives."""
-    _, ours, folder = hf_pair
+    give exactly the model that loading fp32 and converting gives, tied output layer or not."""
+    if tied:
+        hf, ours, folder = hf_pair
+    else:
+        hf, folder = _hf_model(tmp_path, tied=False), tmp_path
+        ours = load_gpt2_hf(folder)
+        assert ours.lm_head.weight is not ours.transformer.wte.weight
+    ids = torch.randint(0, 100, (2, 40), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-4, rtol=0)
     direct = load_gpt2_hf(folder, layout=layout)
     converted = prepare_for_inference(copy.deepcopy(ours), None if layout == "fp32" else "int8")
     assert not any(isinstance(m, nn.Linear) for m in direct.modules())
     assert [type(m).__name__ for m in direct.modules()] == [type(m).__name__ for m in converted.modules()]
-    ids = torch.randint(0, 100, (2, 40), generator=torch.Generator().manual_seed(5))
-    assert torch.equal(direct(ids), converted(ids))
+    logits = direct(ids)
+    assert torch.equal(logits, converted(ids))
     assert torch.equal(step_chunks(direct, ids, [7, 1, 32])[39], step_chunks(converted, ids, [7, 1, 32])[39])
-    assert prepare_for_inference(direct, None if layout == "fp32" else "int8") is direct  # already converted
+    modules = [type(m) for m in direct.modules()]
+    prepare_for_inference(direct, None if layout == "fp32" else "int8")  # already converted: changes nothing
+    assert [type(m) for m in direct.modules()] == modules and torch.equal(direct(ids), logits)
 
 
 def test_hf_gpt2_unknown_layout_is_a_config_error(hf_pair) -> None:
     with pytest.raises(ConfigError, match="int4"):
         load_gpt2_hf(hf_pair[2], layout="int4")
+    with pytest.raises(ConfigError, match="dtype"):
+        load_gpt2_hf(hf_pair[2], dtype=torch.bfloat16, layout="int8")
 
 def _one_line_checkpoint_error(fn, *names: str) -> str:
     with pytest.raises(CheckpointError) as info:
@@ -362,7 +374,8 @@ def test_quantize_rows_is_per_row_symmetric_and_leaves_its_input_alone() -> None
     assert q.dtype == torch.int8 and q.abs().max() <= 127
     assert torch.equal(q.abs().amax(dim=1), torch.full((37,), 127, dtype=torch.int8))  # each row uses its range
     assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-7).all()  # within half a step
-    assert torch.equal(qw.dequantize(), q.float() * scale.double()[:, None].float())  # values shared, not copied
+    assert q.data_ptr() == qw.data_ptr()  # the int8 values are the quantized tensor's memory, not a copy
+    assert torch.equal(qw.dequantize(), q.float() * scale[:, None])
     # reading the rows from a function (a file, in the loader) gives the same tensor
     from_reader = quantize_rows(lambda i, j: w[i:j].double(), rows=37, chunk=5)
     assert torch.equal(int8_values(from_reader), q) and torch.equal(from_reader.q_per_channel_scales(),

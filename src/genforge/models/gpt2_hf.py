@@ -104,6 +104,10 @@ def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32, layout:
         from ..errors import ConfigError
 
         raise ConfigError(f"layout={layout!r} is unknown: allowed none, 'fp32' or 'int8'")
+    if layout == "int8" and dtype != torch.float32:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"layout='int8' computes in fp32 around its int8 weights; dtype={dtype} is not allowed")
     folder = Path(folder)
     if not is_hf_gpt2_dir(folder):
         raise CheckpointError(f"{folder} is not a GPT-2 folder: it needs config.json and model.safetensors")
@@ -179,8 +183,9 @@ def _read_decode(model: GPT, f: _SafetensorsReader, keys: dict[str, str], dtype:
     big = set(linears) | ({"transformer.wte.weight"} if cfg.tie_weights else set())
     model.load_state_dict({n: _read(f, keys, n, dtype) for n in keys if n not in big}, strict=False, assign=True)
     for name in linears:
-        owner, attr = model.get_submodule(name.rsplit(".", 2)[0]), name.rsplit(".", 2)[1]
-        bias = getattr(model.get_submodule(name[: -len(".weight")]), "bias", None)
+        parent, _, attr = name[: -len(".weight")].rpartition(".")
+        owner = model.get_submodule(parent)  # "" (the model itself) for an untied lm_head
+        bias = getattr(owner, attr).bias
         w = _read(f, keys, name, dtype)  # (out, in), a view of the file's (in, out) for Conv1D
         if layout == "int8":
             module = Int8Linear(None, bias, quantize_rows(w))

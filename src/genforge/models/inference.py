@@ -71,7 +71,8 @@ def quantize_rows(weight: Tensor | RowReader, rows: int | None = None, chunk: in
     ``weight`` is a tensor, or a function that returns rows [i, j) of a ``rows``-row matrix (e.g.
     read from a file). Either way the matrix is visited ``chunk`` rows at a time, twice (scales,
     then values), so no full-size fp32 copy is ever made; the values are written straight into the
-    quantized tensor, which fbgemm packs and ``Int8Embedding`` reads without another copy.
+    quantized tensor. ``Int8Embedding`` reads that tensor's memory as it is; ``Int8Linear`` has
+    fbgemm pack it into fbgemm's own layout (a copy), after which the caller may drop it.
     """
     read = weight if callable(weight) else (lambda i, j: weight[i:j])
     rows = weight.shape[0] if rows is None else rows

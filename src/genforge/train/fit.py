@@ -7,6 +7,7 @@ continues exactly where the run stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -65,14 +66,24 @@ def _build_codec(cfg: RunConfig):
 FINE_TUNABLE = ("dropout",)  # model fields a fine-tuning recipe may change from its base model
 
 
+def _config_defaults(kind: str) -> dict[str, Any]:
+    from ..models.rnn import RNNConfig
+    from ..models.transformer import GPTConfig
+
+    cls = {"transformer": GPTConfig, "rnn": RNNConfig}.get(kind)
+    return {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
+
+
 def _model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """The model kind and config fields to build: from the recipe, or from the base model when fine-tuning."""
     fields = {k: v for k, v in cfg.model.items() if k != "kind"}
     if base is not None:
         base_fields = {k: v for k, v in base["model"].items() if k != "kind"}
+        defaults = _config_defaults(base["model"]["kind"])  # fields older models were saved without
         for k, v in fields.items():
-            if k not in FINE_TUNABLE and base_fields.get(k) != v:
-                raise ConfigError(f"model.{k}={v!r} differs from train.init_from's {base_fields.get(k)!r}: when "
+            was = base_fields.get(k, defaults.get(k))
+            if k not in FINE_TUNABLE and was != v:
+                raise ConfigError(f"model.{k}={v!r} differs from train.init_from's {was!r}: when "
                                   f"fine-tuning only {', '.join(FINE_TUNABLE)} may change; remove model.{k}")
         return base["model"]["kind"], {**base_fields, **fields}
     if "vocab_size" in fields and fields["vocab_size"] != vocab_size:
