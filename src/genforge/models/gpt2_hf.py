@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from .transformer import GPT, GPTConfig
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -101,12 +101,8 @@ def load_gpt2_hf(folder: str | Path, dtype: torch.dtype = torch.float32, layout:
       The result equals ``prepare_for_inference(load_gpt2_hf(folder), "int8")``.
     """
     if layout not in LAYOUTS:
-        from ..errors import ConfigError
-
         raise ConfigError(f"layout={layout!r} is unknown: allowed none, 'fp32' or 'int8'")
     if layout == "int8" and dtype != torch.float32:
-        from ..errors import ConfigError
-
         raise ConfigError(f"layout='int8' computes in fp32 around its int8 weights; dtype={dtype} is not allowed")
     folder = Path(folder)
     if not is_hf_gpt2_dir(folder):
