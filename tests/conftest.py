@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +109,12 @@ def make_config(tmp_path: Path, corpus: Path, home: Path):
         return tiny_config(tmp_path, corpus, **overrides)
 
     return make
+
+
+def run_benchmark_smoke(name: str, out_dir: Path, *args: str, timeout: int = 300) -> dict[str, Any]:
+    """Run ``benchmarks/NAME.py --smoke`` into ``out_dir`` and return the results JSON it wrote."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / f"{name}.py"), "--smoke", "--out-dir",
+                           str(out_dir), *args], capture_output=True, text=True, timeout=timeout, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads((out_dir / f"{name}.json").read_text())

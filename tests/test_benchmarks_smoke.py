@@ -7,24 +7,17 @@ batches from the same seed, our trainer ends where the reference does.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_benchmark_smoke
 
 pytest.importorskip("transformers")
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "generate_speed.py"
 
 
 def test_generate_speed_smoke(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    data = json.loads((tmp_path / "generate_speed.json").read_text())
+    data = run_benchmark_smoke("generate_speed", tmp_path)
 
     for key in ("benchmark", "machine", "config", "raw_tokens_per_s", "median_tokens_per_s", "ratio_to_hf",
                 "paired_ratios", "bandwidth", "weight_bytes", "bound_tokens_per_s", "fraction_of_bound",
@@ -53,11 +46,7 @@ def test_generate_speed_smoke(tmp_path: Path) -> None:
 def test_train_quality_smoke_and_our_trainer_matches_nanogpt_on_its_batches(tmp_path: Path, corpus: Path) -> None:
     big = tmp_path / "corpus-big.txt"  # 20 eval batches of 12 x 64 need a val split of a few KB
     big.write_text(corpus.read_text() * 3)
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_quality.py"), "--smoke", "--corpus",
-                           str(big), "--out-dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    data = json.loads((tmp_path / "out" / "train_quality.json").read_text())
+    data = run_benchmark_smoke("train_quality", tmp_path / "out", "--corpus", str(big))
     sp = data["train_speed"]
     assert sp["tokens_per_s"]["ours"] > 0 and sp["tokens_per_s"]["hf"] > 0
     q = data["quality"]

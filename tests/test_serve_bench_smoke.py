@@ -5,20 +5,13 @@ it, and that its JSON has the fields the full benchmark reports.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "serve_load.py"
+from conftest import run_benchmark_smoke
 
 
 def test_serve_load_smoke(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    data = json.loads((tmp_path / "serve_load.json").read_text())
+    data = run_benchmark_smoke("serve_load", tmp_path, timeout=240)
 
     for key in ("benchmark", "time", "machine", "config", "levels", "scaling", "overhead", "targets"):
         assert key in data, key
