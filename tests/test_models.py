@@ -64,6 +64,7 @@ def step_chunks(model: StepModel, ids: torch.Tensor, sizes: list[int]) -> dict[i
 MODELS = {
     "gpt": lambda: gpt(),
     "gpt-untied-nobias": lambda: gpt(tie_weights=False, bias=False),
+    "gpt-rope": lambda: gpt(position="rope"),
     "lstm": lambda: rnn("lstm"),
     "gru": lambda: rnn("gru"),
 }
@@ -116,7 +117,7 @@ def test_gpt_cache_is_bounded_by_the_context() -> None:
 
 
 # -------------------------------------------------------------------------------- causality
-@pytest.mark.parametrize("name", ["gpt", "lstm", "gru"])
+@pytest.mark.parametrize("name", ["gpt", "gpt-rope", "lstm", "gru"])
 @torch.no_grad()
 def test_changing_token_t_changes_no_earlier_logits(name: str) -> None:
     model = MODELS[name]()
@@ -131,7 +132,7 @@ def test_changing_token_t_changes_no_earlier_logits(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- reorder_state
-@pytest.mark.parametrize("name", ["gpt", "lstm", "gru"])
+@pytest.mark.parametrize("name", ["gpt", "gpt-rope", "lstm", "gru"])
 @torch.no_grad()
 def test_reorder_state_selects_rows(name: str) -> None:
     model = MODELS[name]()
@@ -150,6 +151,57 @@ def test_reorder_state_selects_rows(name: str) -> None:
     state = model.reorder_state(state, torch.tensor([1, 0]))  # a swap
     logits, _ = model.step(nxt, state)
     torch.testing.assert_close(logits, ref_logits.flip(0), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ continuous batching rows
+@pytest.mark.parametrize("name", ["gpt", "gpt-rope"])
+@torch.no_grad()
+def test_step_rows_with_ragged_lengths_matches_each_row_alone(name: str) -> None:
+    model = MODELS[name]()
+    seqs = [ids_batch(1, n, seed=n)[0] for n in (3, 11, 6)]
+    cache = model.init_state(len(seqs), 32)
+    for row, seq in enumerate(seqs):  # prefill each row alone, then copy it into its row
+        _, single = model.step(seq[None, :-1], model.init_state(1, 32))
+        cache.put_row(row, single, len(seq) - 1)
+    lengths = torch.tensor([len(s) - 1 for s in seqs])
+    logits = model.step_rows(torch.stack([s[-1:] for s in seqs]), cache, lengths)
+    for row, seq in enumerate(seqs):  # each row's last token sits at its own position
+        torch.testing.assert_close(logits[row, 0], model(seq[None])[0, -1], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- RoPE
+def test_rope_scores_depend_only_on_the_distance() -> None:
+    from genforge.models.transformer import rope_angles, rotate
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 16, generator=g), torch.randn(2, 16, generator=g)
+
+    def score(i: int, j: int) -> torch.Tensor:
+        (cq, sq), (ck, sk) = rope_angles(torch.tensor(i), 16, 10000.0), rope_angles(torch.tensor(j), 16, 10000.0)
+        return (rotate(q, cq, sq) * rotate(k, ck, sk)).sum(-1)
+
+    for i, j in ((5, 2), (9, 9), (0, 7)):
+        torch.testing.assert_close(score(i + 13, j + 13), score(i, j), atol=1e-4, rtol=0)
+    assert (score(5, 2) - score(5, 3)).abs().max() > 1e-2  # and the distance does matter
+    assert torch.equal(rotate(q, *rope_angles(torch.tensor(0), 16, 10000.0)), q)  # position 0 is unturned
+
+
+def test_rope_model_has_no_position_table_and_is_shift_invariant() -> None:
+    """Without a position table the model sees only distances: the same tokens at positions 5..12
+    give the same hidden states as at 0..7 (with learned positions they do not)."""
+    model = gpt(position="rope")
+    assert "transformer.wpe.weight" not in model.state_dict()
+    assert "transformer.wpe.weight" in gpt().state_dict()
+    ids = ids_batch(1, 8)
+    ref = model(ids)[0]
+    with torch.no_grad():
+        h_start = model._hidden(ids, 0, None)
+        h_shift = model._hidden(ids, 5, None)  # same tokens, positions 5..12
+    torch.testing.assert_close(h_shift, h_start, atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.lm_head(h_start)[0], ref, atol=1e-6, rtol=0)
+    learned = gpt()
+    with torch.no_grad():
+        assert (learned._hidden(ids, 5, None) - learned._hidden(ids, 0, None)).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------------------- weight tying
@@ -392,7 +444,8 @@ def test_gpt_config_validation_names_the_keys() -> None:
         GPTConfig(n_embd=30, n_head=4)
     assert "n_embd" in str(info.value) and "n_head" in str(info.value)
     assert "30" in str(info.value) and "4" in str(info.value)
-    for bad in (dict(n_layer=0), dict(vocab_size=-1), dict(dropout=1.0), dict(block_size=2.5), dict(activation="relu")):
+    for bad in (dict(n_layer=0), dict(vocab_size=-1), dict(dropout=1.0), dict(block_size=2.5), dict(activation="relu"),
+                dict(position="alibi"), dict(rope_base=1), dict(rope_base=True)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             GPTConfig(**bad)
 

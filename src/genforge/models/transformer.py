@@ -27,6 +27,8 @@ class GPTConfig:
     tie_weights: bool = True  # share the token embedding with the output layer (Press & Wolf 2017)
     layer_norm_eps: float = 1e-5  # GPT-2 uses 1e-5
     activation: str = "gelu_tanh"  # GPT-2's tanh-approximated GELU, or "gelu" (exact, erf; nanoGPT's)
+    position: str = "learned"  # GPT-2's learned position embeddings, or "rope" (rotary, Su et al. 2021)
+    rope_base: float = 10000.0  # RoPE's wavelength base (pair i turns by base^(-2i/head_dim) per position)
 
     def __post_init__(self) -> None:
         from ..errors import ConfigError
@@ -44,9 +46,31 @@ class GPTConfig:
         if self.activation not in GELU_APPROXIMATION:
             raise ConfigError(f"model.activation={self.activation!r} is invalid: allowed "
                               f"{', '.join(map(repr, GELU_APPROXIMATION))}")
+        if self.position not in POSITIONS:
+            raise ConfigError(f"model.position={self.position!r} is invalid: allowed "
+                              f"{', '.join(map(repr, POSITIONS))}")
+        if isinstance(self.rope_base, bool) or not isinstance(self.rope_base, int | float) or self.rope_base <= 1:
+            raise ConfigError(f"model.rope_base={self.rope_base!r} is invalid: allowed a number > 1")
 
 
 GELU_APPROXIMATION = {"gelu_tanh": "tanh", "gelu": "none"}  # model.activation -> F.gelu's approximate
+POSITIONS = ("learned", "rope")
+
+
+def rope_angles(pos: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles for positions ``pos`` (any shape), in fp32 whatever the
+    model's dtype: shape (*pos.shape, head_dim // 2). Pair i of a head (dims i and i + head_dim/2,
+    the half-split layout) turns by ``pos * base ** (-2i / head_dim)``."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    angles = pos.to(torch.float32)[..., None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Turn each pair (x_i, x_{i+d/2}) of ``x`` (..., T, d) by its angle. Queries and keys turned by
+    their own positions have dot products that depend only on the distance between them."""
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
 
 
 class KVCache:
@@ -95,13 +119,15 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
-                lengths: Tensor | None = None) -> Tensor:
+                lengths: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if rope is not None:  # keys are cached turned by their absolute positions
+            q, k = rotate(q, *rope), rotate(k, *rope)
         if lengths is not None:  # ragged decode (T == 1): row b writes at and attends up to lengths[b]
             rows = torch.arange(B, device=x.device)
             cache.k[layer, rows, :, lengths] = k[:, :, 0]
@@ -157,8 +183,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
-                lengths: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer, lengths)
+                lengths: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, lengths, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -181,7 +207,7 @@ class GPT(nn.Module):
         self.max_len = cfg.block_size
         self.transformer = nn.ModuleDict(dict(
             wte=_embedding(cfg.vocab_size, cfg.n_embd, init),
-            wpe=_embedding(cfg.block_size, cfg.n_embd, init),
+            **({"wpe": _embedding(cfg.block_size, cfg.n_embd, init)} if cfg.position == "learned" else {}),
             drop=nn.Dropout(cfg.dropout),
             h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
             ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
@@ -215,9 +241,16 @@ class GPT(nn.Module):
     def _hidden(self, idx: Tensor, start: int, cache: KVCache | None, lengths: Tensor | None = None) -> Tensor:
         T = idx.shape[1]
         pos = lengths[:, None] if lengths is not None else torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x, rope = self.transformer.wte(idx), None
+        if self.config.position == "learned":
+            x = x + self.transformer.wpe(pos)
+        else:  # angles for (T, hs/2), or (B, 1, hs/2) -> (B, 1, 1, hs/2) for ragged rows
+            cfg = self.config
+            cos, sin = rope_angles(pos if lengths is None else pos[:, None], cfg.n_embd // cfg.n_head, cfg.rope_base)
+            rope = cos.to(x.dtype), sin.to(x.dtype)
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i, lengths)
+            x = block(x, cache, i, lengths, rope)
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def embed(self, idx: Tensor) -> Tensor:
