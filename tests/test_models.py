@@ -64,7 +64,7 @@ def step_chunks(model: StepModel, ids: torch.Tensor, sizes: list[int]) -> dict[i
 MODELS = {
     "gpt": lambda: gpt(),
     "gpt-untied-nobias": lambda: gpt(tie_weights=False, bias=False),
-    "gpt-rope": lambda: gpt(position="rope"),
+    "gpt-rope": lambda: gpt(position="rope", activation="relu2"),
     "lstm": lambda: rnn("lstm"),
     "gru": lambda: rnn("gru"),
 }
@@ -202,6 +202,19 @@ def test_rope_model_has_no_position_table_and_is_shift_invariant() -> None:
     learned = gpt()
     with torch.no_grad():
         assert (learned._hidden(ids, 5, None) - learned._hidden(ids, 0, None)).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_activations_are_the_named_functions() -> None:
+    """relu2's MLP is positively homogeneous of degree 2 (no biases): mlp(2x) = 4 mlp(x), and zero
+    for inputs its first layer maps below zero; the GELUs are neither. The two GELUs differ."""
+    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(0))
+    mlps = {a: gpt(activation=a, bias=False).transformer.h[0].mlp for a in ("relu2", "gelu", "gelu_tanh")}
+    torch.testing.assert_close(mlps["relu2"](2 * x), 4 * mlps["relu2"](x), atol=1e-4, rtol=1e-5)
+    for a in ("gelu", "gelu_tanh"):
+        assert (mlps[a](2 * x) - 4 * mlps[a](x)).abs().max() > 1e-2
+    h = mlps["gelu"].c_fc(x)
+    assert (mlps["gelu"].act(h) - mlps["gelu_tanh"].act(h)).abs().max() > 1e-5
 
 
 # ---------------------------------------------------------------------------- weight tying
