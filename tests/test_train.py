@@ -27,7 +27,7 @@ from genforge.train.checkpoint import (
     save_checkpoint,
 )
 from genforge.train.fit import fit
-from genforge.train.optim import lr_at
+from genforge.train.optim import lr_at, make_optimizers, set_lr
 
 torch.set_num_threads(1)
 
@@ -134,6 +134,7 @@ RESUME = dict(max_steps=30, eval_interval=10, log_interval=1, warmup_steps=5, gr
 KINDS = {
     "transformer": dict(dropout=0.1),
     "lstm": dict(model={"kind": "rnn", "cell": "lstm", "dropout": 0.1}),
+    "transformer-muon": dict(dropout=0.1, optimizer="muon", position="rope", activation="relu2"),
 }
 
 
@@ -157,7 +158,7 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("kind,k", [("transformer", 10), ("transformer", 17), ("lstm", 10)])
+@pytest.mark.parametrize("kind,k", [("transformer", 10), ("transformer", 17), ("lstm", 10), ("transformer-muon", 10)])
 def test_resume_is_exact(kind: str, k: int, uninterrupted, tmp_path: Path, home: Path) -> None:
     ref_dir, corpus = uninterrupted(kind)
     cfg = tiny_config(tmp_path, corpus, **RESUME, **KINDS[kind])
@@ -490,3 +491,38 @@ def test_fit_logs_the_scheduled_lr(trained: Path) -> None:
     tc = RunConfig.from_dict(meta["config"]).train
     for s, r in train_lines(trained).items():
         assert r["lr"] == pytest.approx(lr_at(s - 1, tc), rel=1e-12)  # step s ran with lr_at(s - 1)
+
+
+# -------------------------------------------------------------------------------- optimizers
+def test_muon_takes_the_block_matrices_and_adamw_the_rest() -> None:
+    from genforge.models.rnn import RNNLM, RNNConfig
+
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, position="rope"))
+    adamw, muon = make_optimizers(model, TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.05), torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    in_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    assert not in_muon & in_adamw and in_muon | in_adamw == set(names.values())  # each once, none left out
+    assert in_muon == {n for n, p in model.named_parameters() if p.dim() == 2 and ".h." in n}
+    assert len(in_muon) == 2 * 4  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block
+    set_lr([adamw, muon], 5e-4)  # one schedule, each optimizer at its own peak's fraction
+    assert muon.param_groups[0]["lr"] == pytest.approx(0.025) and adamw.param_groups[0]["lr"] == 5e-4
+    (only,) = make_optimizers(model, TrainConfig(), torch.device("cpu"))
+    assert isinstance(only, torch.optim.AdamW)
+    with pytest.raises(ConfigError, match="Transformers"):
+        make_optimizers(RNNLM(RNNConfig(vocab_size=20)), TrainConfig(optimizer="muon"), torch.device("cpu"))
+    for bad in (dict(optimizer="sgd"), dict(muon_lr=0.0), dict(optimizer="muon", precision="fp16")):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TrainConfig(**bad)
+
+
+def test_resuming_with_another_optimizer_is_refused(uninterrupted, tmp_path: Path, home: Path) -> None:
+    _, corpus = uninterrupted("transformer")
+    cfg = tiny_config(tmp_path, corpus, **RESUME, **KINDS["transformer"])
+    fit(cfg, stop_after=10)
+    muon = tiny_config(tmp_path, corpus, **RESUME, **KINDS["transformer"], optimizer="muon")
+    before = tree_hashes(Path(cfg.train.out_dir))
+    with pytest.raises(CheckpointError, match="train.optimizer"):
+        fit(muon, resume=True)
+    assert tree_hashes(Path(cfg.train.out_dir)) == before  # nothing written, nothing lost

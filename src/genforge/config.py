@@ -138,6 +138,8 @@ class TrainConfig:
     min_lr: float = 1e-4  # cosine decays to this
     warmup_steps: int = 100  # linear warmup from 0
     weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices (not biases/norms)
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the Transformer blocks' matrices, AdamW for the rest
+    muon_lr: float = 0.02  # Muon's peak learning rate (same warmup and cosine shape as lr)
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # global gradient-norm clip; 0 = off
@@ -167,6 +169,13 @@ class TrainConfig:
             raise ConfigError("train.warmup_steps, grad_clip, weight_decay and threads must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"train.beta1={self.beta1}, beta2={self.beta2}: allowed 0 <= beta < 1")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"train.optimizer={self.optimizer!r} is unknown: allowed adamw, muon")
+        if not 0 < self.muon_lr < 1:
+            raise ConfigError(f"train.muon_lr={self.muon_lr} is invalid: allowed 0 < muon_lr < 1")
+        if self.optimizer == "muon" and self.precision == "fp16":
+            raise ConfigError("train.optimizer='muon' does not work with train.precision='fp16' (its loss "
+                              "scaler steps one optimizer): use bf16 or fp32")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RunConfig
-from ..errors import ConfigError, GenforgeError
+from ..errors import CheckpointError, ConfigError, GenforgeError
 from . import runtime as rtm
 from .checkpoint import (
     list_checkpoints,
@@ -33,7 +33,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .metrics import MetricsLog, plot_losses
-from .optim import lr_at, make_optimizer
+from .optim import lr_at, make_optimizers, set_lr
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
 
@@ -93,19 +93,33 @@ def _model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) ->
     return cfg.model["kind"], fields
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    sd = opt.state_dict()
-    tensors = {f"opt.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()}
-    return tensors, sd["param_groups"]
+def _optimizer_tensors(opts: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Every optimizer's moments as named tensors (``opt.`` for the first, ``opt1.`` ... after it)
+    and all their parameter groups, in order, as one list."""
+    tensors, groups = {}, []
+    for j, opt in enumerate(opts):
+        sd = opt.state_dict()
+        prefix = "opt" if j == 0 else f"opt{j}"
+        tensors.update({f"{prefix}.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()})
+        groups += sd["param_groups"]
+    return tensors, groups
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, t in tensors.items():
-        if name.startswith("opt."):
-            _, i, k = name.split(".", 2)
-            state.setdefault(int(i), {})[k] = t
-    opt.load_state_dict({"state": state, "param_groups": groups})
+def _restore_optimizer(opts: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor],
+                       groups: list[dict]) -> None:
+    if len(groups) != sum(len(opt.param_groups) for opt in opts):
+        raise CheckpointError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this run's "
+                              f"has {sum(len(o.param_groups) for o in opts)}: resume with the run's own "
+                              "train.optimizer")
+    for j, opt in enumerate(opts):
+        prefix, state = ("opt" if j == 0 else f"opt{j}") + ".", {}
+        for name, t in tensors.items():
+            if name.startswith(prefix):
+                _, i, k = name.split(".", 2)
+                state.setdefault(int(i), {})[k] = t
+        n = len(opt.param_groups)
+        opt.load_state_dict({"state": state, "param_groups": groups[:n]})
+        groups = groups[n:]
 
 
 @torch.no_grad()
@@ -179,7 +193,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             load_weights(model, load_tensors(base_path, "model.safetensors", base), base_path)
         model = model.to(rt.device)
         block = model.config.block_size
-        opt = make_optimizer(model, tc, rt.device)
+        opts = make_optimizers(model, tc, rt.device)
         sampler = WindowSampler(shards.train, block, tc.batch_size, tc.seed, split="train")
         micro = tc.batch_size // (rt.world_size * tc.grad_accum)
         if micro * rt.world_size * tc.grad_accum != tc.batch_size:
@@ -190,7 +204,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             load_weights(model, load_tensors(ckpts[-1], "model.safetensors", meta), ckpts[-1])
             trainer = load_tensors(ckpts[-1], "trainer.safetensors", meta)
             state = meta["trainer"]
-            _restore_optimizer(opt, {k: v.to(rt.device) for k, v in trainer.items()}, state["param_groups"])
+            _restore_optimizer(opts, {k: v.to(rt.device) for k, v in trainer.items()}, state["param_groups"])
             sampler.load_state_dict({"rng": trainer["rng.data"], "batches": state["batches"]})
             torch.set_rng_state(trainer["rng.torch"])
             if rt.device.type == "cuda" and "rng.cuda" in trainer:
@@ -219,7 +233,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
         def checkpoint(step: int, metrics: dict[str, float]) -> Path | None:
             if not rt.is_main:
                 return None
-            opt_tensors, groups = _optimizer_tensors(opt)
+            opt_tensors, groups = _optimizer_tensors(opts)
             trainer = dict(opt_tensors, **{"rng.torch": torch.get_rng_state(),
                                             "rng.data": sampler.state_dict()["rng"]})
             if rt.device.type == "cuda":
@@ -241,8 +255,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
         while step < end:
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            set_lr(opts, lr)
             x, y = sampler.next_batch(rt.rank, rt.world_size)
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             loss_sum = torch.zeros((), device=rt.device)
@@ -255,13 +268,14 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                 (scaler.scale(loss) if scaler else loss).backward()
                 loss_sum += loss.detach()
             if scaler:
-                scaler.unscale_(opt)
+                scaler.unscale_(opts[0])  # fp16 runs have one optimizer (TrainConfig checks)
             gnorm = nn.utils.clip_grad_norm_(raw.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
             loss_val = float(rtm.mean_across(loss_sum, rt))
             if not (math.isfinite(loss_val) and math.isfinite(float(gnorm))):
                 bad_run += 1
                 bad_total += 1
-                opt.zero_grad(set_to_none=True)
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
                 if scaler:
                     scaler.update()
                 if bad_run >= MAX_BAD_STEPS:
@@ -271,11 +285,13 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                 continue
             bad_run = 0
             if scaler:
-                scaler.step(opt)
+                scaler.step(opts[0])
                 scaler.update()
             else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
+                for opt in opts:
+                    opt.step()
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             step += 1
             elapsed += time.perf_counter() - t0
             steps_since_log += 1

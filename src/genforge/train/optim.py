@@ -1,4 +1,4 @@
-"""AdamW with decoupled weight decay on matrices only, and the warmup + cosine schedule."""
+"""Optimizers (AdamW; or Muon + AdamW) and the warmup + cosine schedule."""
 from __future__ import annotations
 
 import math
@@ -7,18 +7,44 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..errors import ConfigError
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019). Biases, norms and embeddings-as-vectors get no decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+    """The optimizers that together step every trainable parameter, per ``cfg.optimizer``.
+
+    ``adamw``: one AdamW (Loshchilov & Hutter 2019); biases, norms and embeddings-as-vectors get no
+    decay. ``muon``: Muon (Jordan et al. 2024; torch.optim.Muon) for the 2-D weights inside the
+    Transformer blocks, whose updates it orthogonalizes, and AdamW as above for everything else
+    (embeddings, the output layer, norms), as Muon's authors prescribe. Each parameter group carries
+    ``lr_scale``: its peak rate over ``cfg.lr``, so one schedule drives every group.
+    """
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hidden: list[torch.Tensor] = []
+    if cfg.optimizer == "muon":
+        if getattr(model, "kind", None) != "transformer":
+            raise ConfigError("train.optimizer='muon' is for Transformers (model.kind='transformer'): "
+                              "use train.optimizer='adamw'")
+        hidden = [p for n, p in params if p.dim() == 2 and n.startswith("transformer.h.")]
+    taken = {id(p) for p in hidden}
+    rest = [p for _, p in params if id(p) not in taken]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0}]
     # fused: one kernel per step on GPUs, and ~1.5x faster than foreach on CPUs (we measured 2.8 vs
     # 4.4 ms a step for the 0.8M-parameter nanoGPT config on 2 cores)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                                           fused=True)]
+    if hidden:
+        opts.append(torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                                     weight_decay=cfg.weight_decay))
+    return opts
+
+
+def set_lr(opts: list[torch.optim.Optimizer], lr: float) -> None:
+    """Every group at ``lr`` times its ``lr_scale``."""
+    for opt in opts:
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
