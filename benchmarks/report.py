@@ -24,7 +24,7 @@ def rows() -> list[str]:
     tq = _load("train_quality")
     if tq:
         sp = tq["train_speed"]
-        out.append(f"| training tokens/s, nanoGPT CPU config, {tq['threads']} threads "
+        out.append(f"| training tokens/s, nanoGPT CPU config's shape in GPT-2's layout, {tq['threads']} threads "
                    f"| {sp['tokens_per_s']['ours']:,.0f} | HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} "
                    f"| {sp['ratio']:.2f}x (target >= 1.3) "
                    "| train_quality.json |")
@@ -32,6 +32,11 @@ def rows() -> list[str]:
             out.append(f"| training tokens/s, same, HF with the exact GELU of nanoGPT's config "
                        f"| {sp['tokens_per_s']['ours']:,.0f} | HF {sp['tokens_per_s']['hf_exact_gelu']:,.0f} "
                        f"| {sp['ratio_vs_hf_exact_gelu']:.2f}x | train_quality.json |")
+        if "ours_rope_relu2" in sp["tokens_per_s"]:
+            out.append(f"| training tokens/s, same, our model (RoPE, ReLU^2: configs/nanogpt-cpu.toml) "
+                       f"| {sp['tokens_per_s']['ours_rope_relu2']:,.0f} | HF {sp['tokens_per_s']['hf']:,.0f}; "
+                       f"HF exact GELU {sp['tokens_per_s']['hf_exact_gelu']:,.0f} | {sp['ratio_rope_relu2']:.2f}x; "
+                       f"{sp['ratio_rope_relu2_vs_hf_exact_gelu']:.2f}x | train_quality.json |")
         q = tq.get("quality")
         if q:
             ours, ref = q["ours_summary"], q["nanogpt_summary"]
@@ -42,19 +47,26 @@ def rows() -> list[str]:
                 return (f"{v['mean']:.4f} +- {v['sd']:.4f} (full split {f['mean']:.4f}), "
                         f"{w['mean']:.0f} s")
 
-            out.append(f"| val loss, Tiny Shakespeare, nanoGPT CPU config, mean of {n} seeds | {cell(ours)} "
+            every = " (every seed, both estimates)" if q.get("ours_every_seed_meets_1.88") else ""
+            out.append(f"| val loss, Tiny Shakespeare, nanoGPT CPU config (our model: RoPE, ReLU^2), mean of {n} "
+                       f"seeds | {cell(ours)} "
                        f"| nanoGPT {cell(ref)}; seed {first['seed']}: {first['val_loss']:.4f} "
-                       f"| <= 1.88: {'met' if q['ours_mean_meets_1.88'] else 'not met'} (nanoGPT's own mean: "
-                       f"{'met' if q['nanogpt_mean_meets_1.88'] else 'not met'}) | train_quality.json |")
+                       f"| <= 1.88: {'met' + every if q['ours_mean_meets_1.88'] else 'not met'} (nanoGPT's own "
+                       f"mean: {'met' if q['nanogpt_mean_meets_1.88'] else 'not met'}) | train_quality.json |")
+            if "ours_learned_summary" in q:
+                learned = q["ours_learned_summary"]
+                out.append(f"| val loss, same, ours with nanoGPT's model (learned positions, GELU) | {cell(learned)} "
+                           f"| nanoGPT {cell(ref)} | <= 1.88: "
+                           f"{'met' if q['ours_learned_mean_meets_1.88'] else 'not met'} | train_quality.json |")
             r = q["ours_on_nanogpt_batches"]
-            out.append(f"| val loss (full split) on nanoGPT's own seed-{first['seed']} batches | "
+            out.append(f"| val loss (full split), nanoGPT's model, on nanoGPT's own seed-{first['seed']} batches | "
                        f"{r['full_val_loss']:.4f} | nanoGPT {first['full_val_loss']:.4f} "
                        f"| {q['replay_full_val_diff']:+.4f} | train_quality.json |")
-            b = q["best"]
-            out.append(f"| val loss, our best recipe (configs/best-cpu.toml) | {b['val_loss']:.4f} (full split "
-                       f"{b['full_val_loss']:.4f}) in {b['wall_s']:.0f} s | nanoGPT best seed "
-                       f"{ref['val_loss']['min']:.4f} in {ref['wall_s']['mean']:.0f} s | lower in <= the same time: "
-                       f"{'yes' if q['best_beats_baseline_in_time'] else 'no'} | train_quality.json |")
+            b = q["best_summary"]
+            out.append(f"| val loss, our best recipe (configs/best-cpu.toml), mean of {n} seeds | {cell(b)} "
+                       f"| nanoGPT {cell(ref)}; ours on nanoGPT's config {cell(ours)} | lower in <= the same "
+                       f"time: {'yes' if q['best_beats_baseline_in_time'] else 'no'} (below ours in "
+                       f"{q['best_beats_ours_per_seed']} of {n} seeds) | train_quality.json |")
     gs = _load("generate_speed")
     if gs:
         tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})

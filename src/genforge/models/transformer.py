@@ -66,19 +66,22 @@ POSITIONS = ("learned", "rope")
 
 
 def rope_angles(pos: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotary angles for positions ``pos`` (any shape), in fp32 whatever the
-    model's dtype: shape (*pos.shape, head_dim // 2). Pair i of a head (dims i and i + head_dim/2,
-    the half-split layout) turns by ``pos * base ** (-2i / head_dim)``."""
+    """The rotary tables for positions ``pos`` (any shape), computed in fp32 whatever the model's
+    dtype: ``cos`` and signed ``sin``, each (*pos.shape, head_dim). Pair i of a head (dims i and
+    i + head_dim/2, the half-split layout) turns by ``pos * base ** (-2i / head_dim)``; both halves
+    of ``cos`` hold cos of those angles, ``sin`` holds -sin in the first half and sin in the second."""
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angles = pos.to(torch.float32)[..., None] * inv_freq
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Turn each pair (x_i, x_{i+d/2}) of ``x`` (..., T, d) by its angle. Queries and keys turned by
-    their own positions have dot products that depend only on the distance between them."""
-    a, b = x.chunk(2, dim=-1)
-    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    """Turn each pair (a, b) = (x_i, x_{i+d/2}) of ``x`` (..., d) by its angle: (a cos - b sin,
+    b cos + a sin), as x * cos + (x with its halves swapped) * signed sin: four kernels. Queries and
+    keys turned by their own positions have dot products that depend only on their distance."""
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return x * cos + swapped * sin
 
 
 class KVCache:
@@ -129,13 +132,15 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
                 lengths: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        hs = C // self.n_head
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        if rope is not None:  # keys are cached turned by their absolute positions
-            q, k = rotate(q, *rope), rotate(k, *rope)
+        nh, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x)
+        if rope is None:
+            qk = qkv[..., :2 * C].view(B, T, 2 * nh, hs)
+        else:  # queries and keys turned in one go; keys are cached turned by their absolute positions
+            qk = rotate(qkv[..., :2 * C].view(B, T, 2 * nh, hs), *rope)
+        q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hs)
+        k = qk[:, :, nh:].transpose(1, 2)
+        v = qkv[..., 2 * C:].view(B, T, nh, hs).transpose(1, 2)
         if lengths is not None:  # ragged decode (T == 1): row b writes at and attends up to lengths[b]
             rows = torch.arange(B, device=x.device)
             cache.k[layer, rows, :, lengths] = k[:, :, 0]
@@ -250,10 +255,10 @@ class GPT(nn.Module):
         x, rope = self.transformer.wte(idx), None
         if self.config.position == "learned":
             x = x + self.transformer.wpe(pos)
-        else:  # angles for (T, hs/2), or (B, 1, hs/2) -> (B, 1, 1, hs/2) for ragged rows
+        else:  # tables (T, 1, hs) or, for ragged rows, (B, 1, 1, hs): broadcast over (B, T, heads, hs)
             cfg = self.config
-            cos, sin = rope_angles(pos if lengths is None else pos[:, None], cfg.n_embd // cfg.n_head, cfg.rope_base)
-            rope = cos.to(x.dtype), sin.to(x.dtype)
+            cos, sin = rope_angles(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
+            rope = cos.unsqueeze(-2).to(x.dtype), sin.unsqueeze(-2).to(x.dtype)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i, lengths, rope)
