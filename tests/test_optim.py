@@ -45,7 +45,8 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest() -> None:
     assert not in_muon & in_adamw and in_muon | in_adamw == set(names.values())  # each once, none left out
     assert in_muon == {n for n, p in model.named_parameters() if p.dim() == 2 and ".h." in n}
     assert len(in_muon) == 2 * 4  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block
-    set_lr([adamw, muon], 5e-4)  # one schedule, each optimizer at its own peak's fraction
+    set_lr([adamw, muon], 5e-4, TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.05))  # one schedule,
+    # each optimizer at the same fraction of its own peak
     assert muon.param_groups[0]["lr"] == pytest.approx(0.025) and adamw.param_groups[0]["lr"] == 5e-4
     (only,) = make_optimizers(model, TrainConfig(), torch.device("cpu"))
     assert isinstance(only, torch.optim.AdamW)

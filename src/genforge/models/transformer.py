@@ -134,10 +134,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         qkv = self.c_attn(x)
-        if rope is None:
-            qk = qkv[..., :2 * C].view(B, T, 2 * nh, hs)
-        else:  # queries and keys turned in one go; keys are cached turned by their absolute positions
-            qk = rotate(qkv[..., :2 * C].view(B, T, 2 * nh, hs), *rope)
+        qk = qkv[..., :2 * C].view(B, T, 2 * nh, hs)
+        if rope is not None:  # queries and keys turned in one go; keys are cached turned by their positions
+            qk = rotate(qk, *rope)
         q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hs)
         k = qk[:, :, nh:].transpose(1, 2)
         v = qkv[..., 2 * C:].view(B, T, nh, hs).transpose(1, 2)

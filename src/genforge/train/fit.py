@@ -93,14 +93,19 @@ def _model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) ->
     return cfg.model["kind"], fields
 
 
+def _opt_prefix(j: int) -> str:
+    """Checkpoint tensor prefix of optimizer j: ``opt.`` for the first (as single-optimizer runs
+    always wrote), ``opt1.`` ... after it."""
+    return "opt." if j == 0 else f"opt{j}."
+
+
 def _optimizer_tensors(opts: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Every optimizer's moments as named tensors (``opt.`` for the first, ``opt1.`` ... after it)
-    and all their parameter groups, in order, as one list."""
+    """Every optimizer's moments as named tensors (see ``_opt_prefix``) and all their parameter
+    groups, in order, as one list."""
     tensors, groups = {}, []
     for j, opt in enumerate(opts):
         sd = opt.state_dict()
-        prefix = "opt" if j == 0 else f"opt{j}"
-        tensors.update({f"{prefix}.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()})
+        tensors.update({f"{_opt_prefix(j)}{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()})
         groups += sd["param_groups"]
     return tensors, groups
 
@@ -112,9 +117,9 @@ def _restore_optimizer(opts: list[torch.optim.Optimizer], tensors: dict[str, tor
                               f"has {sum(len(o.param_groups) for o in opts)}: resume with the run's own "
                               "train.optimizer")
     for j, opt in enumerate(opts):
-        prefix, state = ("opt" if j == 0 else f"opt{j}") + ".", {}
+        state: dict[int, dict[str, torch.Tensor]] = {}
         for name, t in tensors.items():
-            if name.startswith(prefix):
+            if name.startswith(_opt_prefix(j)):
                 _, i, k = name.split(".", 2)
                 state.setdefault(int(i), {})[k] = t
         n = len(opt.param_groups)
@@ -255,7 +260,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
         while step < end:
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
-            set_lr(opts, lr)
+            set_lr(opts, lr, tc)
             x, y = sampler.next_batch(rt.rank, rt.world_size)
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             loss_sum = torch.zeros((), device=rt.device)

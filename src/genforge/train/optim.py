@@ -16,8 +16,7 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     ``adamw``: one AdamW (Loshchilov & Hutter 2019); biases, norms and embeddings-as-vectors get no
     decay. ``muon``: Muon (Jordan et al. 2024; torch.optim.Muon) for the 2-D weights inside the
     Transformer blocks, whose updates it orthogonalizes, and AdamW as above for everything else
-    (embeddings, the output layer, norms), as Muon's authors prescribe. Each parameter group carries
-    ``lr_scale``: its peak rate over ``cfg.lr``, so one schedule drives every group.
+    (embeddings, the output layer, norms), as Muon's authors prescribe.
     """
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     hidden: list[torch.Tensor] = []
@@ -28,23 +27,24 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         hidden = [p for n, p in params if p.dim() == 2 and n.startswith("transformer.h.")]
     taken = {id(p) for p in hidden}
     rest = [p for _, p in params if id(p) not in taken]
-    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0}]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
     # fused: one kernel per step on GPUs, and ~1.5x faster than foreach on CPUs (we measured 2.8 vs
     # 4.4 ms a step for the 0.8M-parameter nanoGPT config on 2 cores)
     opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                                            fused=True)]
     if hidden:
-        opts.append(torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                                     weight_decay=cfg.weight_decay))
+        opts.append(torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay))
     return opts
 
 
-def set_lr(opts: list[torch.optim.Optimizer], lr: float) -> None:
-    """Every group at ``lr`` times its ``lr_scale``."""
+def set_lr(opts: list[torch.optim.Optimizer], lr: float, cfg: TrainConfig) -> None:
+    """AdamW at the schedule's ``lr``; Muon at the same fraction of its own peak, ``cfg.muon_lr``
+    (from the config, so a resumed run follows the config it resumes with)."""
     for opt in opts:
+        rate = lr * cfg.muon_lr / cfg.lr if isinstance(opt, torch.optim.Muon) else lr
         for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+            g["lr"] = rate
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
