@@ -136,7 +136,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step; batch_size must divide by grad_accum * world size
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-4  # cosine decays to this
-    warmup_steps: int = 100  # linear warmup from 0
+    warmup_steps: int = 100  # linear warmup: step s < warmup_steps runs at lr * (s + 1) / (warmup_steps + 1)
     weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices (not biases/norms)
     optimizer: str = "adamw"  # "adamw", or "muon": Muon for the Transformer blocks' matrices, AdamW for the rest
     muon_lr: float = 0.02  # Muon's peak learning rate (same warmup and cosine shape as lr)
