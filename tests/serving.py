@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -46,3 +47,23 @@ def wait_health(url: str, alive, timeout: float = 90.0) -> None:
         assert alive(), "the server exited before it was up"
         assert time.monotonic() < deadline, f"server not up after {timeout} s"
         time.sleep(0.05)
+
+
+def sse(resp: httpx.Response) -> list:
+    """The ``data:`` payloads of an SSE response: parsed JSON chunks, then the string "[DONE]"."""
+    out = []
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            out.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
+    return out
+
+
+def stream_text(chunks: list, index: int = 0) -> str:
+    """The text of choice ``index`` put together from SSE chunks (completions or chat deltas)."""
+    text = ""
+    for c in chunks:
+        if isinstance(c, dict):
+            for ch in c["choices"]:
+                if ch["index"] == index:
+                    text += ch.get("text") or (ch.get("delta") or {}).get("content") or ""
+    return text

@@ -7,13 +7,12 @@ load, auth, SIGTERM and fuzzing are in ``test_serve_reliability.py``.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import time
 
 import httpx
 import pytest
-from serving import running_server
+from serving import running_server, sse, stream_text
 
 import genforge
 from genforge.serve.app import ServeSettings
@@ -25,25 +24,6 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def sse(resp: httpx.Response) -> list:
-    """The ``data:`` payloads of an SSE response: parsed JSON chunks, then the string "[DONE]"."""
-    out = []
-    for line in resp.iter_lines():
-        if line.startswith("data: "):
-            out.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
-    return out
-
-
-def stream_text(chunks: list, index: int = 0) -> str:
-    text = ""
-    for c in chunks:
-        if isinstance(c, dict):
-            for ch in c["choices"]:
-                if ch["index"] == index:
-                    text += ch.get("text") or (ch.get("delta") or {}).get("content") or ""
-    return text
-
-
 def assert_openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
     assert r.status_code == status, (r.status_code, r.text[:500])
     assert r.headers["content-type"].startswith("application/json"), r.headers["content-type"]
