@@ -286,3 +286,75 @@ def test_sampling_seed_no_stream_and_store_name_paths(trained, generated) -> Non
     tm = genforge.load(env.run)
     assert _text(res["seed2"]) == PROMPT + tm.generate(PROMPT, max_tokens=20, seed=2, temperature=0.8, top_k=5)
     assert _text(res["greedy-no-stream"]) == PROMPT + tm.generate(PROMPT, max_tokens=20, temperature=0)
+
+
+# ------------------------------------------------------------------------------ success paths
+@pytest.fixture(scope="module")
+def more_verbs(trained) -> dict[str, subprocess.CompletedProcess]:
+    """export (fp32 and the default fp16), eval and int8 generation side by side with a 30-step run;
+    then that run, cut back to its step-20 checkpoint as a crash would leave it, is resumed."""
+    env, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    straight, resumed = env.root / "run-straight", env.root / "run-resumed"
+    done = run_all(env, {
+        "export32": ["export", str(env.run), str(env.root / "exported32"), "--dtype", "fp32"],
+        "export16": ["export", str(env.run), str(env.root / "exported16")],
+        "eval": ["eval", "--model", str(env.run), "--corpus", str(env.corpus)],
+        "int8": ["generate", "--model", str(env.run), "--prompt", PROMPT, "--max-tokens", "20", "--temperature", "0",
+                 "--quantize", "int8"],
+        "straight": env.train_args("--train.max_steps=30", out_dir=straight),
+    })
+    assert done["straight"].returncode == 0, done["straight"].stderr
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-00000030")
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    (resumed / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines if json.loads(ln)["step"] <= 20))
+    done["resume"] = env.cli(*env.train_args("--train.max_steps=30", "--resume", out_dir=resumed))
+    return done
+
+
+def test_export_writes_a_model_that_generates_like_its_run(trained, more_verbs) -> None:
+    env, _ = trained
+    for name in ("export32", "export16"):
+        assert more_verbs[name].returncode == 0, more_verbs[name].stderr
+        assert more_verbs[name].stdout.startswith("exported ")
+    out32, out16 = env.root / "exported32", env.root / "exported16"
+    assert sorted(p.name for p in out32.iterdir()) == ["genforge.json", "model.safetensors"]  # no optimizer
+    newest = list_checkpoints(env.run)[-1]
+    w, w32, w16 = (load_file(p / "model.safetensors") for p in (newest, out32, out16))
+    assert w.keys() == w32.keys() == w16.keys()
+    for k in w:
+        assert torch.equal(w32[k], w[k]) and torch.equal(w16[k], w[k].half()), k
+    greedy = genforge.load(env.run).generate(PROMPT, max_tokens=20, temperature=0)
+    assert genforge.load(out32).generate(PROMPT, max_tokens=20, temperature=0) == greedy
+
+
+def test_eval_prints_the_perplexity_the_library_computes(trained, more_verbs) -> None:
+    env, _ = trained
+    proc = more_verbs["eval"]
+    assert proc.returncode == 0, proc.stderr
+    ppl = genforge.load(env.run).perplexity(env.corpus.read_text(encoding="utf-8"))
+    assert proc.stdout.split()[:2] == ["perplexity", f"{ppl:.4f}"]
+    assert 1 < ppl < genforge.load(env.run).codec.vocab_size
+
+
+def test_quantize_int8_generates_what_the_int8_library_model_does(trained, more_verbs) -> None:
+    env, _ = trained
+    expected = genforge.load(env.run, quantize="int8").generate(PROMPT, max_tokens=20, temperature=0)
+    assert _text(more_verbs["int8"]) == PROMPT + expected
+
+
+def test_resume_from_the_cli_continues_the_run_exactly(trained, more_verbs) -> None:
+    env, _ = trained
+    for name in ("resume", "straight"):
+        assert more_verbs[name].returncode == 0, more_verbs[name].stderr
+        assert "done: step 30" in more_verbs[name].stdout
+    resumed, straight = env.root / "run-resumed", env.root / "run-straight"
+    assert [p.name for p in list_checkpoints(resumed)] == ["step-00000020", "step-00000030"]
+    assert max(json.loads(ln)["step"] for ln in (resumed / "metrics.jsonl").read_text().splitlines()) == 30
+
+    def losses(run: Path) -> dict[int, float]:
+        return {r["step"]: r.get("loss", r.get("val_loss")) for r in map(json.loads,
+                (run / "metrics.jsonl").read_text().splitlines())}
+
+    assert losses(resumed) == losses(straight)  # bit for bit: same process count, threads and machine

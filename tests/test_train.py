@@ -169,12 +169,14 @@ def test_resume_is_exact(kind: str, k: int, uninterrupted, tmp_path: Path, home:
     second = fit(cfg, resume=True)
     assert second.step == 30
 
+    # The promise: in one process on one machine with the same thread count, resuming is bit for bit
+    # (same float operations in the same order); across processes (DDP below) it is to ~1e-5.
     ref, got = train_lines(ref_dir), train_lines(Path(cfg.train.out_dir))
     assert sorted(got) == sorted(ref) == list(range(1, 31))
     for s in range(1, 31):
-        assert got[s]["loss"] == pytest.approx(ref[s]["loss"], abs=1e-5), s
-        assert got[s]["lr"] == pytest.approx(ref[s]["lr"], rel=1e-12), s
-    assert second.val_loss == pytest.approx(records(ref_dir)[-1]["val_loss"], abs=1e-5)
+        assert got[s]["loss"] == ref[s]["loss"], s
+        assert got[s]["lr"] == ref[s]["lr"], s
+    assert second.val_loss == records(ref_dir)[-1]["val_loss"]
     a = list_checkpoints(ref_dir)[-1]
     b = list_checkpoints(cfg.train.out_dir)[-1]
     assert a.name == b.name == "step-00000030"
@@ -182,8 +184,7 @@ def test_resume_is_exact(kind: str, k: int, uninterrupted, tmp_path: Path, home:
         ta, tb = load_file(a / name), load_file(b / name)
         assert ta.keys() == tb.keys()
         for key in ta:
-            torch.testing.assert_close(tb[key].double(), ta[key].double(), atol=1e-5, rtol=0,
-                                       msg=lambda m, key=key, name=name: f"{name} {key}: {m}")
+            assert torch.equal(tb[key], ta[key]), f"{name} {key} differs"
 
 
 def test_resume_after_a_crash_between_checkpoints(uninterrupted, tmp_path: Path, home: Path) -> None:
@@ -209,7 +210,7 @@ def test_resume_after_a_crash_between_checkpoints(uninterrupted, tmp_path: Path,
     ref, got = train_lines(ref_dir), train_lines(run)  # fails on steps 11..29 logged twice
     assert sorted(got) == list(range(1, 31))
     for s in range(1, 31):
-        assert got[s]["loss"] == pytest.approx(ref[s]["loss"], abs=1e-5), s
+        assert got[s]["loss"] == ref[s]["loss"], s
     assert [r["step"] for r in records(run) if "val_loss" in r] == [10, 20, 30]
 
 

@@ -6,7 +6,7 @@ models own predict (``StepModel``), samplers own sample/refine and know models o
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -122,5 +122,3 @@ class Generation:
     finish_reason: str = "length"  # "length" | "stop" | "context"
     logprob: float = 0.0  # sum of log-probabilities of the generated tokens (under the model)
 
-
-TokenIterator = Iterator[int]
