@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import CheckpointError, ConfigError, DataError
 
 DEFAULT_SPECIALS: tuple[str, ...] = ("<|endoftext|>",)
@@ -174,15 +174,7 @@ class BPECodec:
 
     def save(self, path: str | Path) -> Path:
         """Write ``tokenizer.json`` atomically (a crash never leaves a half-written file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(self._tok.to_str(pretty=True), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return atomic_write_text(path, self._tok.to_str(pretty=True))
 
     @classmethod
     def load(cls, path: str | Path) -> BPECodec:

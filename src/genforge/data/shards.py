@@ -4,8 +4,9 @@ Layout of a shard folder: ``train.bin`` and ``val.bin`` (raw little-endian uint1
 ids, readable with ``np.memmap``) and ``meta.json`` (dtype, counts, codec, source, content hash).
 Encoding streams the text in bounded chunks, so a corpus larger than RAM works. The split follows
 nanoGPT: the first ``1 - val_fraction`` of tokens is train, the exact tail is validation.
-Folders appear atomically (built in a temp folder, then renamed), so an interrupted run never
-leaves a shard folder that looks complete.
+Folders appear atomically (built and fsynced in a temp folder, then renamed), so an interrupted
+run never leaves a shard folder that looks complete; temp folders of killed writers
+(``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) are removed by the next ``prepare_shards``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import fsync_path, left_by_dead_writer
 from ..errors import DataError
 from ..types import Codec
 from .corpus import CorpusSpec, iter_corpus
@@ -99,7 +101,8 @@ def write_shards(source: str | Iterable[str], codec: Codec, out_dir: str | Path,
         raise DataError(f"vocab_size {codec.vocab_size} does not fit in {dt}; use uint32")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_debris(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         h = _hasher(codec, val_fraction)
         total = chars = 0
@@ -118,14 +121,22 @@ def write_shards(source: str | Iterable[str], codec: Codec, out_dir: str | Path,
         with open(tmp / "val.bin", "wb") as f:
             for i in range(n_train, total, CHUNK_CHARS):
                 np.asarray(all_tokens[i:min(i + CHUNK_CHARS, total)]).tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
         del all_tokens
         os.truncate(tmp / "train.bin", n_train * dt.itemsize)
+        fsync_path(tmp / "train.bin")
         meta = {"format": FORMAT, "dtype": dt.name, "train_tokens": n_train, "val_tokens": n_val,
                 "total_tokens": total, "chars": chars, "val_fraction": val_fraction,
                 "source": source_desc, "hash": h.hexdigest(), "codec": codec.to_dict()}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the renamed folder should look normal
+        fsync_path(tmp)
         _swap_in(tmp, out_dir)
+        fsync_path(out_dir.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TokenShards(out_dir)
@@ -135,7 +146,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     """Rename the finished temp folder into place, replacing any older folder of that name."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
         os.rmdir(old)
         os.rename(out_dir, old)
     try:
@@ -146,6 +157,18 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_debris(out_dir: Path) -> None:
+    """Delete the temp and set-aside folders that killed writers of ``out_dir`` left beside it."""
+    try:
+        entries = list(os.scandir(out_dir.parent))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        for marker in (".tmp-", ".old-"):
+            if entry.name.startswith(f".{out_dir.name}{marker}") and left_by_dead_writer(entry.name, marker):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def prepare_shards(corpus_spec: CorpusSpec, codec: Codec, cache_root: str | Path,
@@ -160,6 +183,7 @@ def prepare_shards(corpus_spec: CorpusSpec, codec: Codec, cache_root: str | Path
     try:
         shards = TokenShards(out_dir)
         if shards.meta.get("hash") == h:
+            _remove_debris(out_dir)
             return shards
     except DataError:
         pass

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import LEFTOVERS
 from ..errors import CheckpointError
 from ..paths import models_home
 
@@ -54,7 +55,8 @@ def resolve_model(name_or_dir: str | Path) -> Path:
 
         read_meta(p)  # raises the precise reason (pickles only, genforge.json missing, ...)
     text = str(name_or_dir)
-    if "/" not in text and "\\" not in text and text not in ("", ".", ".."):
+    if "/" not in text and "\\" not in text and text not in ("", ".", "..") \
+            and not any(mark in text for mark in LEFTOVERS):
         for root in (BUNDLED, models_home()):
             found = _checkpoint_of(root / text) if (root / text).is_dir() else None
             if found is not None:
@@ -70,6 +72,8 @@ def list_models() -> list[ModelInfo]:
         if not root.is_dir():
             continue
         for d in sorted(root.iterdir()):
+            if any(mark in d.name for mark in LEFTOVERS):
+                continue  # an interrupted export's temp or moved-aside copy, not a model
             ckpt = _checkpoint_of(d) if d.is_dir() else None
             if ckpt is None:
                 continue

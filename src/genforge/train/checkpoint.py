@@ -7,8 +7,11 @@ A checkpoint is a folder::
     trainer.safetensors    optimizer moments and RNG states (training checkpoints only)
 
 It is written into ``<name>.tmp-<pid>`` and renamed into place; the rename is the commit, so a
-killed trainer leaves either the old checkpoint or the new one, never half of one. Pickle files are
-never loaded unless the caller opts in, and then only with ``weights_only=True``.
+killed trainer leaves either the old checkpoint or the new one, never half of one. Replacing a
+folder moves the old one to ``<name>.old-<pid>`` first, and pruning renames a checkpoint to
+``<name>.del-<pid>`` before deleting it. Leftovers of killed writers are never listed as
+checkpoints; ``list_checkpoints``, pruning and the next save of the same name recover or remove
+them. Pickle files are never loaded.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import LEFTOVERS, fsync_path, pid_alive, writer_pid
 from ..errors import CheckpointError
 
 FORMAT = "genforge-checkpoint"
@@ -35,14 +39,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -69,40 +65,53 @@ def model_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[st
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                    trainer: dict[str, torch.Tensor] | None = None) -> Path:
+                    trainer: dict[str, torch.Tensor] | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a checkpoint folder atomically: weights ``tensors`` (see ``model_tensors``), JSON
-    ``meta``, and optionally the trainer state. Nothing non-finite is ever written."""
+    ``meta``, optionally the trainer state and ``extra_files`` (name -> bytes, e.g. a model card),
+    all committed by one rename. Nothing non-finite is ever written."""
     from safetensors.torch import save as st_save
 
     path = Path(path)
-    if path.exists() and not (path / "genforge.json").is_file():
-        raise CheckpointError(f"{path} exists and is not a genforge model folder: choose a new folder "
-                              "(genforge never overwrites other files)")
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"refusing to save {path}: weight {name} has NaN/inf values")
+    reserved = {"genforge.json", "model.safetensors", "trainer.safetensors"}
+    for name in extra_files or {}:
+        if name in reserved or Path(name).name != name or name.startswith("."):
+            raise CheckpointError(f"extra checkpoint file {name!r} must be a plain file name other than "
+                                  f"{', '.join(sorted(reserved))}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    _tidy(path.parent, path.name, temps=True)  # leftovers of an earlier, killed save of this name
+    if path.exists() and not (path / "genforge.json").is_file():
+        raise CheckpointError(f"{path} exists and is not a genforge model folder: choose a new folder "
+                              "(genforge never overwrites other files)")
     tmp = path.parent / f"{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    files = {"model.safetensors": st_save(tensors)}
-    if trainer is not None:
-        files["trainer.safetensors"] = st_save({k: v.detach().cpu().contiguous() for k, v in trainer.items()})
-    meta = dict(meta, format=FORMAT, version=VERSION, files={})
-    for name, data in files.items():
-        _write_file(tmp / name, data)
-        meta["files"][name] = hashlib.sha256(data).hexdigest()
-    _write_file(tmp / "genforge.json", json.dumps(meta, indent=2).encode())
-    _fsync_dir(tmp)
-    if path.exists():  # replacing a checkpoint of the same name: move the old one aside first
-        old = path.parent / f"{path.name}.old-{os.getpid()}"
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        files = {"model.safetensors": st_save(tensors)}
+        if trainer is not None:
+            files["trainer.safetensors"] = st_save({k: v.detach().cpu().contiguous() for k, v in trainer.items()})
+        files.update(extra_files or {})
+        meta = dict(meta, format=FORMAT, version=VERSION, files={})
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+            meta["files"][name] = hashlib.sha256(data).hexdigest()
+        _write_file(tmp / "genforge.json", json.dumps(meta, indent=2).encode())  # last: marks it complete
+        fsync_path(tmp)
+        if path.exists():  # replacing a folder of the same name: move the old one aside first
+            old = path.parent / f"{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_path(path.parent)
     return path
 
 
@@ -166,30 +175,43 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path
             expected[k].copy_(tensors[k])
 
 
-def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Opt-in only: a PyTorch pickle read with ``weights_only=True`` (no arbitrary code)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} could not be read as a weights-only pickle: {e}") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} is not a plain state dict of tensors")
-    return obj
+def _writer_gone(name: str, marker: str) -> bool:
+    """Whether the process named in a leftover's name is gone. This process's own PID counts as
+    gone: it is not inside a write when it tidies up, so the leftover is from an earlier process."""
+    pid = writer_pid(name, marker)
+    return pid is not None and (pid == os.getpid() or not pid_alive(pid))
 
 
-def _recover_replaced(folder: Path) -> None:
-    """Finish an interrupted replace: ``step-N.old-PID`` is the only copy when ``step-N`` is missing."""
-    for old in folder.glob("*.old-*"):
-        target = folder / old.name.split(".old-", 1)[0]
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        elif (old / "genforge.json").is_file():
-            os.replace(old, target)
+def _tidy(folder: Path, name: str | None = None, temps: bool = False) -> None:
+    """Clean up after killed writers in ``folder`` (only around ``name`` when given).
+
+    ``NAME.old-PID`` is the only copy when ``NAME`` is missing (a replace was killed between its two
+    renames) and is moved back, else removed, once process PID is gone. ``NAME.del-PID`` was being
+    pruned and is removed. ``NAME.tmp-PID`` of a gone writer is removed only with ``temps`` (by
+    writers: readers merely ignore temp folders).
+    """
+    if not folder.is_dir():
+        return
+    for p in sorted(folder.iterdir()):
+        marker = next((m for m in LEFTOVERS if m in p.name), None)
+        if marker is None or not p.is_dir():
+            continue
+        base = p.name.split(marker, 1)[0]
+        if name is not None and base != name:
+            continue
+        if marker == ".del-":
+            shutil.rmtree(p, ignore_errors=True)
+        elif (marker == ".old-" or temps) and _writer_gone(p.name, marker):
+            target = folder / base
+            if marker == ".old-" and not target.exists() and (p / "genforge.json").is_file():
+                os.replace(p, target)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def checkpoint_step(path: Path) -> int | None:
     name = path.name
-    if not name.startswith("step-") or ".tmp-" in name or ".old-" in name:
+    if not name.startswith("step-") or any(m in name for m in LEFTOVERS):
         return None
     try:
         return int(name[5:])
@@ -202,20 +224,30 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
-    _recover_replaced(d)
+    _tidy(d)
     found = [(s, p) for p in d.iterdir() if p.is_dir() and (s := checkpoint_step(p)) is not None
              and (p / "genforge.json").is_file()]
     return [p for _, p in sorted(found)]
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
+    """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes.
+
+    A checkpoint is renamed out of the ``step-N`` namespace before it is deleted, so a kill
+    mid-delete never leaves a ``step-N`` folder that has lost some of its files.
+    """
     ckpts = list_checkpoints(run_dir)
     for p in ckpts[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
+        doomed = p.with_name(f"{p.name}.del-{os.getpid()}")
+        try:
+            os.replace(p, doomed)
+        except OSError:
+            doomed = p
+        shutil.rmtree(doomed, ignore_errors=True)
     d = Path(run_dir) / "checkpoints"
-    for p in d.glob("*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for p in d.iterdir() if d.is_dir() else []:
+        if ".tmp-" in p.name or ".del-" in p.name:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: str | None = None,
@@ -235,9 +267,5 @@ def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: st
     meta = {k: v for k, v in meta.items() if k not in ("trainer", "files", "format", "version")}
     meta["weights_dtype"] = dtype
     meta.update(extra_meta or {})  # e.g. {"chat_template": "shakespeare"} for chat models
-    out = save_checkpoint(dst, tensors, meta)
-    if card is not None:
-        tmp = out / "MODEL_CARD.md.tmp"
-        tmp.write_text(card, encoding="utf-8")
-        os.replace(tmp, out / "MODEL_CARD.md")
-    return out
+    extra = {"MODEL_CARD.md": card.encode("utf-8")} if card is not None else None
+    return save_checkpoint(dst, tensors, meta, extra_files=extra)  # the card is committed with the weights

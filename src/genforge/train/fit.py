@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write_text
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError, GenforgeError
 from . import runtime as rtm
@@ -155,6 +155,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
 
     tc = cfg.train
     rt = rtm.setup(tc)
+    if rt.is_main:
+        print(f"genforge: {rt.precision_note}", flush=True)
     out = Path(tc.out_dir)
     try:
         ckpts = list_checkpoints(out)
@@ -182,9 +184,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             out.mkdir(parents=True, exist_ok=True)
             source = meta or base
             codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg)
-            tmp = codec_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(codec.to_dict()))
-            os.replace(tmp, codec_file)
+            atomic_write_text(codec_file, json.dumps(codec.to_dict()))
             shards = prepare_shards(cfg.data.corpus, codec, data_home() / "shards", cfg.data.val_fraction)
         rtm.barrier(rt)
         if not rt.is_main:

@@ -1,10 +1,12 @@
 """What a run writes for people to read: a JSONL metrics log and a loss-curve PNG."""
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_write_bytes, atomic_write_text
 
 
 class MetricsLog:
@@ -14,11 +16,11 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            path.write_text("")
+            atomic_write_text(path, "")
         elif path.exists():  # a killed run may have left a half-written last line: drop it
             keep = [ln for ln in path.read_text().splitlines()
                     if (rec := _parse(ln)) is not None and rec.get("step", 0) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep))  # a kill here keeps the old log
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -56,7 +58,7 @@ def plot_losses(records: list[dict[str, Any]], out: Path, title: str = "") -> No
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
+    atomic_write_bytes(out, png.getvalue())
