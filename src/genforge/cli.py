@@ -30,8 +30,11 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .config import MAX_THREADS
     from .pipelines.text import load
 
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise GenforgeError(f"--threads {args.threads} is invalid: allowed 0 (torch's default) .. {MAX_THREADS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     tm = load(args.model, device=args.device, quantize=args.quantize)

@@ -5,6 +5,7 @@ Every error names the key, what was given and what is allowed, in one line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+MAX_THREADS = 512  # torch thread count a config or flag may ask for (100000 crashed torch's thread pool)
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -124,6 +126,8 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of tokens is the validation split
 
     def __post_init__(self) -> None:
+        if not self.corpus.strip():
+            raise ConfigError("data.corpus is empty: give 'shakespeare', a text file, a glob or a folder")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"data.val_fraction={self.val_fraction} is invalid: allowed 0 < x < 0.5")
 
@@ -149,13 +153,20 @@ class TrainConfig:
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16": auto picks bf16 only where native
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     seed: int = 1337  # model init, data order and dropout all follow from it
-    threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+    threads: int = 0  # CPU threads for torch (at most MAX_THREADS); 0 = leave torch's default
     compile: bool = False  # torch.compile the model (helps on GPUs; rarely on CPUs)
     keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
     progress: bool = True  # show a progress bar
     init_from: str = ""  # fine-tune: a model name or folder whose weights and codec the run starts from
 
     def __post_init__(self) -> None:
+        for name in ("lr", "min_lr", "weight_decay", "muon_lr", "beta1", "beta2", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"train.{name}={getattr(self, name)} is invalid: allowed a finite number")
+        if not -(2**63) <= self.seed < 2**64:
+            raise ConfigError(f"train.seed={self.seed} is out of range: allowed -2**63 .. 2**64 - 1")
+        if self.threads > MAX_THREADS:
+            raise ConfigError(f"train.threads={self.threads} is invalid: allowed 0 (torch's default) .. {MAX_THREADS}")
         positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_steps",
                     "log_interval", "keep_checkpoints")
         for name in positive:

@@ -63,6 +63,9 @@ class StepModel(Protocol):
         ...
 
 
+MAX_CANDIDATES = 64  # most beams or best-of candidates one request may ask for (each is a batch row)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to turn logits into tokens. Validated on construction (see ``__post_init__``)."""
@@ -103,12 +106,16 @@ class SamplingParams:
             bad("frequency_penalty", "-2 <= frequency_penalty <= 2")
         if not (-2.0 <= self.presence_penalty <= 2.0):
             bad("presence_penalty", "-2 <= presence_penalty <= 2")
-        if any((not isinstance(s, str)) or s == "" for s in self.stop) or len(self.stop) > 16:
+        if not isinstance(self.stop, tuple) or any((not isinstance(s, str)) or s == "" for s in self.stop) \
+                or len(self.stop) > 16:
             bad("stop", "at most 16 non-empty strings")
-        if not isinstance(self.num_beams, int) or self.num_beams < 1:
-            bad("num_beams", "an integer >= 1")
-        if not isinstance(self.best_of, int) or self.best_of < 1:
-            bad("best_of", "an integer >= 1")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not -(2**63) <= self.seed < 2**64):
+            bad("seed", "None or an integer from -2**63 to 2**64 - 1")
+        if not isinstance(self.num_beams, int) or not 1 <= self.num_beams <= MAX_CANDIDATES:
+            bad("num_beams", f"an integer from 1 to {MAX_CANDIDATES}")
+        if not isinstance(self.best_of, int) or not 1 <= self.best_of <= MAX_CANDIDATES:
+            bad("best_of", f"an integer from 1 to {MAX_CANDIDATES}")
         if self.num_beams > 1 and self.best_of > 1:
             bad("best_of", "1 when num_beams > 1 (choose beam search or best-of-n)")
 

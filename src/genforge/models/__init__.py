@@ -4,7 +4,22 @@
 """
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
+
+
+class _ModelsModule(types.ModuleType):
+    """``genforge.models()`` lists the available models. Importing this subpackage rebinds the package
+    attribute ``genforge.models`` from that function to this module, so the module answers the call."""
+
+    def __call__(self) -> list:
+        from ..pipelines.registry import list_models
+
+        return list_models()
+
+
+sys.modules[__name__].__class__ = _ModelsModule
 
 
 def build_model(kind: str, fields: dict[str, Any], init: bool = True):

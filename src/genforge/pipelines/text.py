@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, GenforgeError
+from ..errors import CheckpointError, ConfigError, GenforgeError
 from ..types import Codec, Generation, SamplingParams
 
 
@@ -29,8 +29,8 @@ class TextModel:
         stop = kwargs.get("stop")
         if isinstance(stop, str):
             kwargs["stop"] = (stop,)
-        elif stop is not None:
-            kwargs["stop"] = tuple(stop)
+        elif isinstance(stop, list | tuple):
+            kwargs["stop"] = tuple(stop)  # anything else is refused by SamplingParams, naming stop
         try:
             return SamplingParams(**kwargs)
         except TypeError as e:
@@ -81,12 +81,16 @@ def load(name_or_dir: str | Path, device: str = "cpu", quantize: str | None = No
     ``quantize="int8"`` uses int8 weights on the CPU; ``dtype="bf16"``/"fp16" casts on GPUs.
     """
     from ..codecs import codec_from_dict
+    from ..device import resolve_device
     from ..models import build_model
     from ..models.gpt2_hf import is_hf_gpt2_dir, load_gpt2_hf
     from ..models.inference import prepare_for_inference
     from ..train.checkpoint import load_tensors, load_weights, read_meta
     from .registry import resolve_model
 
+    if dtype not in (None, "fp32", "bf16", "fp16"):
+        raise ConfigError(f"dtype={dtype!r} is unknown: allowed None, 'fp32', 'bf16' or 'fp16'")
+    device = str(resolve_device(device, field="device"))
     path = resolve_model(name_or_dir)
     if (path / "genforge.json").is_file():
         meta = read_meta(path)
