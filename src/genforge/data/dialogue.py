@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import DataError
 from ..paths import data_home
 
@@ -208,7 +209,7 @@ def build_dialogue_corpus(out_path: str | Path | None = None, template: Any = No
     separator, so a training window never sees a turn from one conversation joined to another's.
     """
     from ..serve.chat_template import TEMPLATES
-    from .shakespeare import _write_atomic, shakespeare_text
+    from .shakespeare import shakespeare_text
 
     template = template or TEMPLATES["shakespeare"]
     if max_pairs is not None and max_pairs < 1:
@@ -232,7 +233,7 @@ def build_dialogue_corpus(out_path: str | Path | None = None, template: Any = No
         raise DataError("found no dialogue in the text: it needs plays with speaker lines (\"NAME.\") after "
                         "an ACT or SCENE line")
     transcript = "".join(template.render(c, add_generation_prompt=False) for c in convs)
-    _write_atomic(out, transcript)
+    atomic_write_text(out, transcript)
     replies = [len(m["content"]) for c in convs for m in c if m["role"] == "assistant"]
     return {
         "path": str(out),
