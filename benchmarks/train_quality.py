@@ -1,7 +1,8 @@
 """Quality and training speed on Tiny Shakespeare, nanoGPT's CPU configuration.
 
 1. Quality, side by side with the peer: for each seed, nanoGPT's CPU run (``nanogpt_ref.py``, a
-   re-implementation that reproduces nanoGPT's recorded 2.314 / 2.053 / 1.886 curve at seed 1337),
+   re-implementation of the CPU recipe in nanoGPT's README, which reports "a loss of only 1.88";
+   ``nanogpt_check.py`` runs the real nanoGPT beside it at seed 1337 and records both curves),
    ours with configs/nanogpt-cpu.toml through ``genforge.train.fit`` (nanoGPT's training settings
    on our model: rotary positions, ReLU squared), and ours again with nanoGPT's exact model
    (``--model.position=learned --model.activation=gelu``). Each reports its val loss estimate (20
@@ -10,8 +11,9 @@
    1337): with the same initial weights (same seed, same module order) and the same batches the two
    trainers must end at the same loss. Our best recipe (configs/best-cpu.toml) runs on every seed
    too.
-2. Speed: tokens/s of our training step versus a same-shaped Hugging Face ``GPT2LMHeadModel`` in a
-   plain loop, alternating A B A B, medians and the ratio.
+2. Speed: tokens/s of our training step versus Hugging Face's ``GPT2LMHeadModel`` in the same
+   configuration (shape, biases, activation, fused AdamW), in the same plain loop, alternating;
+   medians, and the median of the paired per-round ratios with their spread.
 
     python benchmarks/train_quality.py --corpus input.txt [--skip-quality] [--rounds 5] [--seeds 1337,1,2]
 """
@@ -21,6 +23,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -31,12 +34,26 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine_info, median, write_result  # noqa: E402
+from common import RESULTS, median, paired_ratio, write_result  # noqa: E402
 
 from genforge.config import RunConfig, load_toml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-NANOGPT = {"val_loss": 1.886, "wall_s": 121.0, "ms_per_iter": 54.7}  # measured on a 2-core machine like ours
+
+
+def nanogpt_reference(results: Path = RESULTS) -> dict:
+    """What nanoGPT's README states for the CPU recipe, and the side-by-side check of the real
+    nanoGPT against ``nanogpt_ref.py`` from results/nanogpt_check.json when it has been run."""
+    from nanogpt_ref import NANOGPT_README
+
+    out: dict = {"readme": NANOGPT_README}
+    check = results / "nanogpt_check.json"
+    if check.is_file():
+        c = json.loads(check.read_text())
+        out["check"] = {"file": "benchmarks/results/nanogpt_check.json", "time": c["time"],
+                        "nanogpt_commit": c["nanogpt"]["commit"], "nanogpt_val_curve": c["nanogpt"]["val_curve"],
+                        "reference_val_curve": c["reference"]["val_curve"], "max_abs_val_diff": c["max_abs_val_diff"]}
+    return out
 
 
 @torch.no_grad()
@@ -143,14 +160,29 @@ def step_timer(model, opt, x, y, vocab, is_hf):
     return time.perf_counter() - t0
 
 
-def train_speed(rounds: int, steps: int) -> dict:
-    """Our model + our optimizer set-up vs HF GPT2LMHeadModel + AdamW, same shape, same batches.
+# Like-for-like pairs: (ours, HF peer, what they share). Both sides of a pair have GPT-2's layout
+# with biases (HF's GPT-2 always has them), learned positions, tied embeddings, the same activation
+# and the same optimizer (make_optimizers: one fused AdamW, lr 1e-3, betas (0.9, 0.99), decay 0.1
+# on matrices only), and run the same loop on the same batches.
+SPEED_PAIRS = {
+    "gelu_tanh": ("ours_gelu_tanh", "hf_gelu_new", "tanh GELU (ours: F.gelu(approximate='tanh'); HF: gelu_new)"),
+    "gelu": ("ours_gelu", "hf_gelu", "exact GELU (nanoGPT's activation)"),
+}
+RECIPE_MODEL = "ours_rope_relu2"  # configs/nanogpt-cpu.toml's model: no biases, RoPE, ReLU^2 (no HF twin)
 
-    ``ours`` has GPT-2's shape exactly (learned positions, as HF's); ``ours_rope_relu2`` is the model
-    that configs/nanogpt-cpu.toml trains (rotary positions instead of the table, ReLU squared).
-    ``hf`` is GPT-2 as Hugging Face defines it (``gelu_new``, a tanh GELU written as Python ops).
-    ``hf_exact_gelu`` is the same HF model with the exact GELU that nanoGPT's configuration (and so
-    ours) uses, one fused kernel: most of the gap to ``hf`` is that activation, and this shows it.
+
+def train_speed(rounds: int, steps: int) -> dict:
+    """Training tokens/s of our GPT against Hugging Face's ``GPT2LMHeadModel`` in the same
+    configuration, per activation (``SPEED_PAIRS``), plus the model configs/nanogpt-cpu.toml trains.
+
+    Shape: nanoGPT's CPU configuration (4 layers, 4 heads, width 128, context 64, batch 12, vocab 65).
+    Every model gets the same optimizer from ``make_optimizers`` (fused AdamW) and the same step
+    (forward, cross-entropy, backward, clip 1.0, step). Each round feeds ``steps`` batches; every
+    batch goes through every model in turn (the order reverses round by round), so the steps of a
+    pair run milliseconds apart; a model's figure for a round is its median step. Ratios are the
+    median of the paired per-round ratios, with their spread.
+    The recipe model has no Hugging Face twin (HF's GPT-2 has no RoPE, ReLU^2 or bias-free option):
+    its ratio to HF with the exact GELU compares different models and is labelled so.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
@@ -161,33 +193,59 @@ def train_speed(rounds: int, steps: int) -> dict:
 
     hf_logging.set_verbosity_error()
     vocab, block, batch = 65, 64, 12
+    shape = dict(n_layer=4, n_head=4, n_embd=128)
+    opt_cfg = TrainConfig(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.1)
     torch.manual_seed(0)
-    models = {}
-    for name, position, act in (("ours", "learned", "gelu"), ("ours_rope_relu2", "rope", "relu2")):
-        ours = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=4, n_head=4, n_embd=128, bias=False,
-                             activation=act, position=position))
-        (opt,) = make_optimizers(ours, TrainConfig(), torch.device("cpu"))
-        models[name] = (ours, opt)
-    for name, act in (("hf", "gelu_new"), ("hf_exact_gelu", "gelu")):
-        hf = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=block, n_layer=4, n_head=4, n_embd=128,
-                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-                                        eos_token_id=0, activation_function=act))
-        models[name] = (hf, torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1))
+    models, config = {}, {}
+    ours_specs = {"ours_gelu_tanh": dict(bias=True, activation="gelu_tanh", position="learned"),
+                  "ours_gelu": dict(bias=True, activation="gelu", position="learned"),
+                  RECIPE_MODEL: dict(bias=False, activation="relu2", position="rope")}
+    for name, spec in ours_specs.items():
+        models[name] = GPT(GPTConfig(vocab_size=vocab, block_size=block, dropout=0.0, **shape, **spec))
+        config[name] = {"library": "genforge", **spec}
+    for name, act in (("hf_gelu_new", "gelu_new"), ("hf_gelu", "gelu")):
+        models[name] = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=block, **shape, resid_pdrop=0.0,
+                                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                                                  activation_function=act))
+        config[name] = {"library": "transformers GPT2LMHeadModel", "bias": True, "activation": act,
+                        "position": "learned", "attn_implementation": models[name].config._attn_implementation}
+    opts = {}
+    for name, model in models.items():
+        (opts[name],) = make_optimizers(model, opt_cfg, torch.device("cpu"))
+        d = opts[name].defaults
+        config[name].update(parameters=sum(p.numel() for p in model.parameters()),
+                            optimizer={"class": type(opts[name]).__name__, "fused": bool(d.get("fused")),
+                                       "foreach": d.get("foreach"), "lr": d["lr"], "betas": list(d["betas"]),
+                                       "weight_decay": [g["weight_decay"] for g in opts[name].param_groups]})
+    for ours, peer, _ in SPEED_PAIRS.values():  # like for like, or the comparison is void
+        a, b = config[ours], config[peer]
+        assert a["bias"] == b["bias"] and a["position"] == b["position"] and a["optimizer"] == b["optimizer"], (a, b)
+        assert a["parameters"] == b["parameters"], (ours, a["parameters"], peer, b["parameters"])
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, vocab, (steps, batch, block + 1), generator=g)
+    names = list(models)
     runs = {k: [] for k in models}
+    load = []
     for r in range(rounds + 1):  # round 0 is warm-up
-        for name, (model, opt) in models.items():
-            times = [step_timer(model, opt, d[:, :-1].contiguous(), d[:, 1:].contiguous(), vocab,
-                                name.startswith("hf"))
-                     for d in data]
-            if r:
-                runs[name].append(batch * block / median(times))
-    med = {k: median(v) for k, v in runs.items()}
-    return {"tokens_per_s_runs": runs, "tokens_per_s": med, "ratio": med["ours"] / med["hf"],
-            "ratio_vs_hf_exact_gelu": med["ours"] / med["hf_exact_gelu"],
-            "ratio_rope_relu2": med["ours_rope_relu2"] / med["hf"],
-            "ratio_rope_relu2_vs_hf_exact_gelu": med["ours_rope_relu2"] / med["hf_exact_gelu"]}
+        times = {k: [] for k in models}
+        for d in data:  # every model takes this step, one after another: a pair's steps are ms apart
+            x, y = d[:, :-1].contiguous(), d[:, 1:].contiguous()
+            for name in (names if r % 2 == 0 else names[::-1]):
+                times[name].append(step_timer(models[name], opts[name], x, y, vocab, name.startswith("hf")))
+        if r:
+            for name in names:
+                runs[name].append(batch * block / median(times[name]))
+            load.append(os.getloadavg()[0])  # > threads: other work shared the cores
+    pairs = {act: {"ours": ours, "peer": peer, "what": what, **paired_ratio(runs[ours], runs[peer])}
+             for act, (ours, peer, what) in SPEED_PAIRS.items()}
+    recipe = {"ours": RECIPE_MODEL, "peer": "hf_gelu", "like_for_like": False,
+              "what": "configs/nanogpt-cpu.toml's model (no biases, RoPE, ReLU^2) vs HF GPT-2 with exact GELU",
+              **paired_ratio(runs[RECIPE_MODEL], runs["hf_gelu"])}
+    return {"shape": {"vocab_size": vocab, "block_size": block, "batch_size": batch, **shape},
+            "rounds": rounds, "steps_per_round": steps, "loadavg_1min_per_round": load, "config": config,
+            "tokens_per_s_runs": runs,
+            "tokens_per_s": {k: median(v) for k, v in runs.items()}, "paired_ratio": pairs,
+            "recipe_vs_hf_gelu": recipe}
 
 
 def main() -> None:
@@ -203,15 +261,15 @@ def main() -> None:
     ap.add_argument("--out-dir", help="results folder (default benchmarks/results, or results/smoke)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    out = {"machine": machine_info(), "threads": args.threads, "nanogpt_reference": NANOGPT}
+    out = {"threads": args.threads, "nanogpt_reference": nanogpt_reference()}
     if args.smoke:  # seconds: one speed round, one seed of 30 steps (the replay still must match)
         args.rounds, args.steps, args.seeds, args.quality_steps = 1, 3, "1", 30
     out["train_speed"] = train_speed(args.rounds, args.steps)
     sp = out["train_speed"]
-    print(f"train tokens/s  ours {sp['tokens_per_s']['ours']:,.0f}  hf {sp['tokens_per_s']['hf']:,.0f}  "
-          f"ratio {sp['ratio']:.2f}  (hf with exact GELU {sp['tokens_per_s']['hf_exact_gelu']:,.0f}, "
-          f"ratio {sp['ratio_vs_hf_exact_gelu']:.2f}); ours with RoPE + ReLU^2 "
-          f"{sp['tokens_per_s']['ours_rope_relu2']:,.0f}, ratio {sp['ratio_rope_relu2']:.2f}")
+    tps = sp["tokens_per_s"]
+    for pr in (*sp["paired_ratio"].values(), sp["recipe_vs_hf_gelu"]):
+        print(f"train tokens/s  {pr['ours']} {tps[pr['ours']]:,.0f}  {pr['peer']} {tps[pr['peer']]:,.0f}  "
+              f"paired ratio {pr['median']:.2f} (min {pr['min']:.2f}, max {pr['max']:.2f}): {pr['what']}")
     if not args.skip_quality:
         out["quality"] = quality(args.corpus, [int(x) for x in args.seeds.split(",")], args.threads,
                                  args.quality_steps)

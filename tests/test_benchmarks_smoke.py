@@ -1,30 +1,60 @@
-"""The generate-speed and train-quality benchmarks run end to end in their smoke modes and write
-well-formed results.
+"""The generate-speed, train-quality and GPU-throughput benchmarks run end to end in their smoke
+modes and write well-formed results.
 
-Speed is not asserted (shared CI machines); only that the scripts work and their JSON has the
-fields the full benchmarks report, plus one property: trained on the nanoGPT reference's exact
-batches from the same seed, our trainer ends where the reference does.
+Speed is not asserted (shared CI machines). What is: the JSON has the fields the full benchmarks
+report, with the machine record; ratios are the medians of the paired per-round ratios of the raw
+runs; the training-speed peers run our configuration (biases, activation, optimizer); genforge's
+fp32 greedy tokens are HF's; and trained on the nanoGPT reference's exact batches from the same
+seed, our trainer ends where the reference does.
 """
 from __future__ import annotations
 
+import json
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_benchmark_smoke
 
 pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parent.parent
+MACHINE_KEYS = ("platform", "python", "torch", "torch_threads", "cpu_model", "cpu_flags", "cpu_count", "time_utc")
+
+
+def check_machine(machine: dict) -> None:
+    for key in MACHINE_KEYS:
+        assert key in machine, key
+    assert machine["torch"] == torch.__version__ and machine["torch_threads"] >= 1
+    assert machine["time_utc"].endswith("Z")
+    flags = machine["cpu_flags"]
+    if Path("/proc/cpuinfo").is_file():
+        assert isinstance(flags, dict) and set(flags) >= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+        assert all(isinstance(v, bool) for v in flags.values())
+
+
+def check_paired(stats: dict, ours: list[float], peer: list[float]) -> None:
+    """``stats`` is the median (and range) of ours[i] / peer[i], not a ratio of medians."""
+    ratios = [a / b for a, b in zip(ours, peer, strict=True)]
+    assert stats["n"] == len(ratios) and stats["ratios"] == pytest.approx(ratios)
+    assert stats["median"] == pytest.approx(statistics.median(ratios))
+    assert stats["min"] == pytest.approx(min(ratios)) and stats["max"] == pytest.approx(max(ratios))
+    assert stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"] <= stats["max"]
 
 
 
 def test_generate_speed_smoke(tmp_path: Path) -> None:
     data = run_benchmark_smoke("generate_speed", tmp_path)
 
-    for key in ("benchmark", "machine", "config", "raw_tokens_per_s", "median_tokens_per_s", "ratio_to_hf",
+    for key in ("benchmark", "machine", "config", "raw_tokens_per_s", "median_tokens_per_s", "paired_ratio",
                 "paired_ratios", "bandwidth", "weight_bytes", "bound_tokens_per_s", "fraction_of_bound",
                 "fp32_vs_hf", "int8_vs_hf", "memory", "int8_perplexity", "targets"):
         assert key in data, key
-    for key in ("platform", "python", "torch", "torch_threads", "cpu_model", "cpu_count"):
-        assert key in data["machine"], key
+    check_machine(data["machine"])
+    assert "gpu" not in data["machine"]  # a CPU benchmark
     assert data["config"]["smoke"] is True
     assert data["config"]["n_layer"] == 2 and data["config"]["new_tokens"] == 8
     for variant in ("hf", "fp32", "int8"):
@@ -33,22 +63,53 @@ def test_generate_speed_smoke(tmp_path: Path) -> None:
         assert data["median_tokens_per_s"][variant] > 0
         assert data["bound_tokens_per_s"][variant] > 0
         assert data["weight_bytes"][variant]["per_token"] > 0
-    assert set(data["ratio_to_hf"]) == {"fp32", "int8"}
+    assert set(data["paired_ratio"]) == {"fp32", "int8"}
+    for k in ("fp32", "int8"):
+        check_paired(data["paired_ratio"][k], data["raw_tokens_per_s"][k], data["raw_tokens_per_s"]["hf"])
+        assert data["targets"][f"{k}_ratio"]["value"] == data["paired_ratio"][k]["median"]
+        assert data["median_paired_ratio"][k] == data["paired_ratio"][k]["median"]
     assert data["bandwidth"]["gbs"] > 0
     # int8 stores about a quarter of fp32's bytes; fp32 matches HF's parameter bytes exactly
     assert data["weight_bytes"]["fp32"]["per_token"] == data["weight_bytes"]["hf"]["per_token"]
     assert data["weight_bytes"]["int8"]["per_token"] < 0.4 * data["weight_bytes"]["fp32"]["per_token"]
-    assert isinstance(data["fp32_vs_hf"]["identical_tokens"], bool)
+    # fp32 decodes exactly HF's greedy tokens, every round
+    fp32 = data["fp32_vs_hf"]
+    assert fp32["identical_tokens"] is True, fp32
+    assert fp32["agree_positions"] == fp32["common_prefix"] == fp32["n"] == 8
+    assert data["tokens_stable_across_rounds"] == {"hf": True, "fp32": True, "int8": True}
     assert 0 <= data["int8_vs_hf"]["agree_positions"] <= 8
-    assert "fp32_ratio" in data["targets"] and "int8_ratio" in data["targets"]
+    assert data["int8_vs_hf"]["n"] == 8
+    t = data["targets"]
+    assert t["fp32_ratio"]["met"] is (t["fp32_ratio"]["value"] >= t["fp32_ratio"]["target"])
+    assert t["int8_ratio"]["met"] is (t["int8_ratio"]["value"] >= t["int8_ratio"]["target"])
 
 
 def test_train_quality_smoke_and_our_trainer_matches_nanogpt_on_its_batches(tmp_path: Path, corpus: Path) -> None:
     big = tmp_path / "corpus-big.txt"  # 20 eval batches of 12 x 64 need a val split of a few KB
     big.write_text(corpus.read_text() * 3)
     data = run_benchmark_smoke("train_quality", tmp_path / "out", "--corpus", str(big))
+    check_machine(data["machine"])
     sp = data["train_speed"]
-    assert min(sp["tokens_per_s"][k] for k in ("ours", "ours_rope_relu2", "hf", "hf_exact_gelu")) > 0
+    models = {"ours_gelu_tanh", "ours_gelu", "ours_rope_relu2", "hf_gelu_new", "hf_gelu"}
+    assert set(sp["tokens_per_s"]) == models and min(sp["tokens_per_s"].values()) > 0
+    cfg = sp["config"]
+    # like with like: each pair shares biases, positions, parameter count and optimizer
+    for act, (ours, peer, hf_act) in {"gelu_tanh": ("ours_gelu_tanh", "hf_gelu_new", "gelu_new"),
+                                      "gelu": ("ours_gelu", "hf_gelu", "gelu")}.items():
+        pr = sp["paired_ratio"][act]
+        assert (pr["ours"], pr["peer"]) == (ours, peer)
+        assert cfg[ours]["activation"] == act and cfg[peer]["activation"] == hf_act
+        assert cfg[ours]["bias"] is cfg[peer]["bias"] is True
+        assert cfg[ours]["position"] == cfg[peer]["position"] == "learned"
+        assert cfg[ours]["parameters"] == cfg[peer]["parameters"]
+        assert cfg[ours]["optimizer"] == cfg[peer]["optimizer"]
+        check_paired(pr, sp["tokens_per_s_runs"][ours], sp["tokens_per_s_runs"][peer])
+    assert all(c["optimizer"]["fused"] is True for c in cfg.values())
+    rc = sp["recipe_vs_hf_gelu"]
+    assert rc["like_for_like"] is False and cfg["ours_rope_relu2"]["bias"] is False
+    check_paired(rc, sp["tokens_per_s_runs"]["ours_rope_relu2"], sp["tokens_per_s_runs"]["hf_gelu"])
+    readme = data["nanogpt_reference"]["readme"]
+    assert readme["stated_val_loss"] == 1.88 and "--max_iters=2000" in readme["command"]
     q = data["quality"]
     assert q["steps"] == 30 and q["seeds"] == [1]
     for k in ("nanogpt", "ours", "ours_learned", "best"):
@@ -61,3 +122,25 @@ def test_train_quality_smoke_and_our_trainer_matches_nanogpt_on_its_batches(tmp_
     assert abs(q["replay_full_val_diff"]) < 2e-3, q["replay_full_val_diff"]
     assert replay["full_val_loss"] != own["full_val_loss"]  # the replay really used other batches
     assert [r["steps"] for r in q["best"]] == [30] and 0 < q["best"][0]["full_val_loss"] < 5
+
+
+def test_gpu_throughput_writes_its_machine_record_or_refuses_without_cuda(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--smoke", "--out-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    written = list(tmp_path.glob("*.json"))
+    if not torch.cuda.is_available():
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "needs a CUDA GPU" in proc.stderr and not written
+        return
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    (path,) = written
+    data = json.loads(path.read_text())
+    check_machine(data["machine"])
+    gpu = data["machine"]["gpu"]
+    assert gpu["name"] == torch.cuda.get_device_name(0) == data["device"]
+    assert path.name.startswith("gpu_") and gpu["cuda"] == torch.version.cuda
+    for modes in data["train_tokens_per_s"].values():
+        assert modes["fp32"]["tf32"] is False and modes["tf32"]["tf32"] is True
+        assert all(m["tokens_per_s"] > 0 for m in modes.values())
+    dec = data["decode_gpt2_small_bf16_batch1"]
+    check_paired(dec["paired_ratio"], dec["raw"]["ours"], dec["raw"]["hf"])
