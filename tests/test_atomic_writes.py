@@ -33,18 +33,18 @@ from conftest import make_corpus_text, tiny_config
 from safetensors.torch import load_file
 
 import genforge
-from genforge.codecs import codec_from_dict
-from genforge.codecs.bpe import BPECodec
-from genforge.codecs.char import CharCodec
-from genforge.config import RunConfig
-from genforge.data.shards import TokenShards, prepare_shards
-from genforge.train.checkpoint import (
+from genforge.checkpoint import (
     export_model,
     list_checkpoints,
     load_tensors,
     read_meta,
     save_checkpoint,
 )
+from genforge.codecs import codec_from_dict
+from genforge.codecs.bpe import BPECodec
+from genforge.codecs.char import CharCodec
+from genforge.config import RunConfig
+from genforge.data.shards import TokenShards, prepare_shards
 from genforge.train.fit import fit
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -10,7 +10,9 @@ import torch
 from conftest import tiny_config
 
 import genforge
+from genforge.checkpoint import export_model, read_meta
 from genforge.codecs import codec_from_dict
+from genforge.codecs.chat_template import SHAKESPEARE, TEMPLATES, ChatTemplate, template_for
 from genforge.config import RunConfig, load_toml
 from genforge.data import dialogue
 from genforge.data.dialogue import (
@@ -22,10 +24,8 @@ from genforge.data.dialogue import (
     parse_speeches,
 )
 from genforge.errors import ConfigError, DataError, GenforgeError
-from genforge.pipelines.registry import BUNDLED
 from genforge.serve.chat_cli import ChatSession, parse_params, run_chat
-from genforge.serve.chat_template import SHAKESPEARE, TEMPLATES, ChatTemplate, template_for
-from genforge.train.checkpoint import export_model, read_meta
+from genforge.store import BUNDLED
 from genforge.train.fit import fit
 
 torch.set_num_threads(1)
@@ -405,7 +405,7 @@ def test_repl_session(chat_model: Path):
     # a bad value is one error line and changes nothing (all or nothing)
     assert "error: temperature='abc' is invalid: expected a number" in text
     assert "error: sampling parameter top_p=2.0 is invalid" in text
-    assert "max_tokens=16 temperature=0.0 top_p=0.95 seed=1" in text
+    assert "max_tokens=16 temperature=0.0 top_p=1.0 seed=1" in text  # top_p: SamplingParams' default
     assert "unknown command /bogus" in text and "/system [TEXT]" in text
 
 

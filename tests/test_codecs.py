@@ -178,7 +178,7 @@ def test_codec_from_dict_rejects_bad_dicts(bad: object) -> None:
 
 
 def test_codec_from_dict_unknown_kind_message() -> None:
-    with pytest.raises(CheckpointError, match="unknown codec kind 'wordpiece'"):
+    with pytest.raises(CheckpointError, match="codec.kind='wordpiece' is unknown: .* knows 'char', 'bpe'"):
         codec_from_dict({"kind": "wordpiece"})
 
 
@@ -186,3 +186,24 @@ def test_importing_codecs_is_light() -> None:
     code = ("import sys, genforge.codecs as c; assert 'tokenizers' not in sys.modules; "
             "c.CharCodec; assert 'tokenizers' not in sys.modules; c.BPECodec")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_non_text_codec_is_a_token_codec_without_pretending_to_be_text() -> None:
+    from genforge.types import Codec, TokenCodec
+
+    class NoteEvents:  # e.g. music events: items are tuples, not str; no streaming text decoder
+        kind = "note-events"
+        vocab_size = 128
+
+        def encode(self, item: list[tuple[int, int]]) -> list[int]:
+            return [pitch for pitch, _ in item]
+
+        def decode(self, ids):
+            return [(i, 1) for i in ids]
+
+        def to_dict(self):
+            return {"kind": self.kind}
+
+    assert isinstance(NoteEvents(), TokenCodec) and not isinstance(NoteEvents(), Codec)
+    text = CharCodec.from_text("abc")
+    assert isinstance(text, TokenCodec) and isinstance(text, Codec)

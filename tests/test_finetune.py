@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from genforge.checkpoint import load_tensors, load_weights, read_meta
 from genforge.codecs import codec_from_dict
 from genforge.data.loader import WindowSampler
 from genforge.data.shards import prepare_shards
 from genforge.models import build_model
 from genforge.paths import data_home
-from genforge.train.checkpoint import load_tensors, load_weights, read_meta
 from genforge.train.fit import fit, lm_loss
 
 

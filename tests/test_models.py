@@ -16,8 +16,8 @@ from genforge.models.gpt2_hf import load_gpt2_hf
 from genforge.models.inference import prepare_for_inference
 from genforge.models.rnn import RNNLM, RNNConfig
 from genforge.models.transformer import GPT, GPTConfig
-from genforge.sampling.decode import stream_tokens
-from genforge.types import SamplingParams, StepModel
+from genforge.sampling.tokens import stream_tokens
+from genforge.types import BatchedStepModel, SamplingParams, StepModel
 
 torch.set_num_threads(1)
 
@@ -154,19 +154,29 @@ def test_reorder_state_selects_rows(name: str) -> None:
 
 
 # ------------------------------------------------------------------ continuous batching rows
-@pytest.mark.parametrize("name", ["gpt", "gpt-rope"])
+@pytest.mark.parametrize("name", ["gpt", "gpt-rope", "lstm", "gru"])
 @torch.no_grad()
-def test_step_rows_with_ragged_lengths_matches_each_row_alone(name: str) -> None:
+def test_batched_rows_of_ragged_lengths_match_each_row_alone(name: str) -> None:
+    """The ``BatchedStepModel`` interface: rows put from one-row states, stepped together, moved."""
     model = MODELS[name]()
+    assert isinstance(model, BatchedStepModel)
     seqs = [ids_batch(1, n, seed=n)[0] for n in (3, 11, 6)]
-    cache = model.init_state(len(seqs), 32)
+    state = model.init_state(4, 32)  # one row more than used: step_rows runs over rows 0..n-1
     for row, seq in enumerate(seqs):  # prefill each row alone, then copy it into its row
         _, single = model.step(seq[None, :-1], model.init_state(1, 32))
-        cache.put_row(row, single, len(seq) - 1)
+        model.put_row(state, row, single)
     lengths = torch.tensor([len(s) - 1 for s in seqs])
-    logits = model.step_rows(torch.stack([s[-1:] for s in seqs]), cache, lengths)
+    logits = model.step_rows(torch.stack([s[-1:] for s in seqs]), state, lengths)
     for row, seq in enumerate(seqs):  # each row's last token sits at its own position
         torch.testing.assert_close(logits[row, 0], model(seq[None])[0, -1], atol=1e-5, rtol=0)
+    model.move_row(state, 2, 0, len(seqs[2]))  # row 2 replaces row 0; then rows 0 and 1 step on
+    nxt = torch.tensor([[7], [8]])
+    logits = model.step_rows(nxt, state, torch.tensor([len(seqs[2]), len(seqs[1])]))
+    for row, seq in enumerate((seqs[2], seqs[1])):
+        torch.testing.assert_close(logits[row, 0], model(torch.cat([seq, nxt[row]])[None])[0, -1], atol=1e-5, rtol=0)
+    one = model.step_rows(torch.tensor([[9]]), state, torch.tensor([len(seqs[2]) + 1]))  # a lone row
+    torch.testing.assert_close(one[0, 0], model(torch.cat([seqs[2], nxt[0], torch.tensor([9])])[None])[0, -1],
+                               atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------- RoPE

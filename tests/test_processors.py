@@ -59,7 +59,7 @@ CASES = [
     dict(temperature=2.0, top_p=0.6),
     dict(temperature=1.5, top_k=4, top_p=0.7),
     dict(temperature=0.7, top_k=6, top_p=0.9, min_p=0.1),
-    dict(temperature=3.0, min_p=0.3),
+    dict(temperature=2.0, min_p=0.3),  # 2 is the top of the one temperature rule (SamplingParams)
     dict(temperature=1.0, presence_penalty=1.5, frequency_penalty=0.5, top_p=0.8),
     dict(temperature=0.8, repetition_penalty=1.8, top_k=5),
     dict(temperature=1.2, repetition_penalty=1.3, frequency_penalty=-0.5, presence_penalty=0.7, top_k=8,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genforge.checkpoint import read_meta
 from genforge.errors import ConfigError
-from genforge.train.checkpoint import read_meta
 from genforge.train.fit import fit
 from genforge.train.runtime import pick_precision
 

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from genforge.errors import GenforgeError
-from genforge.sampling.decode import generate_text, stream_text, stream_tokens
 from genforge.sampling.processors import (
     apply_penalties,
     apply_temperature,
@@ -23,6 +22,8 @@ from genforge.sampling.processors import (
 )
 from genforge.sampling.search import beam_search, best_of_n, kept_score
 from genforge.sampling.stop import StopMatcher, cut_at_stop
+from genforge.sampling.text import generate_text, stream_text
+from genforge.sampling.tokens import stream_tokens
 from genforge.types import Codec, SamplingParams, StepModel
 
 torch.set_num_threads(1)

@@ -15,7 +15,9 @@ import pytest
 from serving import running_server, sse, stream_text
 
 import genforge
+from genforge.codecs.chat_template import template_for
 from genforge.serve.app import ServeSettings
+from genforge.types import sampling_defaults
 
 MODEL = "shakespeare-char"
 CTX = 256
@@ -276,4 +278,54 @@ def test_health_and_models(client):
     assert h["status"] == "ok" and h["models"] == [MODEL] and h["inflight"] == 0
     m = client.get("/v1/models").json()
     assert m["object"] == "list" and m["data"][0]["id"] == MODEL
-    assert m["data"][0]["genforge_context_length"] == CTX
+    entry = m["data"][0]
+    assert entry["genforge_context_length"] == CTX and entry["genforge_modality"] == "text"
+    # the studio's defaults and ranges: SamplingParams', max_tokens None = as many as fit
+    sampling = entry["genforge_sampling"]
+    assert sampling["defaults"] == {**sampling_defaults("temperature", "top_p", "seed"), "max_tokens": None,
+                                    "stop": []}
+    assert sampling["limits"]["temperature"] == {"minimum": 0, "maximum": 2}
+    assert sampling["limits"]["max_tokens"] == {"minimum": 1, "maximum": CTX - 1}
+
+
+# --- chat inside the context ---------------------------------------------------------------------------
+def long_chat(turns: int = 6) -> list[dict]:
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i in range(turns):
+        msgs += [{"role": "user", "content": f"How dost thou, good friend {i}?"},
+                 {"role": "assistant", "content": "Well, I thank thee, sir; and thou?"}]
+    return msgs + [{"role": "user", "content": "Farewell."}]
+
+
+def test_a_chat_that_may_drop_turns_keeps_the_system_message_and_says_so(client, tm):
+    msgs = long_chat()
+    r = client.post("/v1/chat/completions", json={"model": MODEL, "messages": msgs})
+    assert_openai_error(r, 400, "context_length_exceeded")  # OpenAI's semantics: nothing is dropped
+    body = {"model": MODEL, "messages": msgs, "temperature": 0, "genforge_fit_context": True}
+    r = client.post("/v1/chat/completions", json=body).json()
+    fitted = r["genforge_context"]
+    assert fitted["dropped_messages"] > 0 and fitted["context_length"] == CTX
+    assert fitted["prompt_tokens"] == r["usage"]["prompt_tokens"]
+    assert fitted["prompt_tokens"] + fitted["max_tokens"] == CTX
+    # the reply is the in-process one for the kept messages: the system message and the newest ones
+    kept = msgs[:1] + msgs[1 + fitted["dropped_messages"]:]
+    template = template_for(tm.meta)
+    want = tm.generate(template.render(kept), max_tokens=fitted["max_tokens"], temperature=0,
+                       stop=template.stop_strings())
+    assert r["choices"][0]["message"]["content"] == want
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+        chunks = sse(resp)
+    assert chunks[0]["genforge_context"] == fitted and stream_text(chunks) == want
+
+
+def test_the_first_chat_message_with_the_studio_defaults_fits(client):
+    """The studio's first message used to fail: "maximum context length is 256 tokens; the messages has 98
+    tokens and max_tokens is 200". Empty max tokens means what fits; an explicit one is trimmed to the room."""
+    msgs = [{"role": "user", "content": "Good morrow, sweet prince. How fares the king this fine morning?"}]
+    for extra in ({}, {"max_tokens": 200}):
+        r = client.post("/v1/chat/completions", json={"model": MODEL, "messages": msgs, "seed": 1,
+                                                      "genforge_fit_context": True, **extra})
+        assert r.status_code == 200, r.text
+        fitted = r.json()["genforge_context"]
+        assert fitted["dropped_messages"] == 0 and fitted["prompt_tokens"] > 56
+        assert fitted["max_tokens"] == CTX - fitted["prompt_tokens"] < 200

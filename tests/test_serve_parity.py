@@ -18,8 +18,8 @@ import torch
 from serving import running_server, sse, stream_text
 
 import genforge
+from genforge.codecs.chat_template import template_for
 from genforge.serve.app import ServeSettings
-from genforge.serve.chat_template import template_for
 
 MODEL = "shakespeare-char"
 PROMPT = "ROMEO.\nWhat say you, my lord? Speak, and be brief:"

@@ -24,7 +24,8 @@ from test_serve import (  # noqa: F401 (fixtures are used by name)
     wait_idle,
 )
 
-from genforge.pipelines.registry import BUNDLED
+from genforge.store import BUNDLED
+from genforge.types import MAX_STOP, SamplingParamError, SamplingParams
 
 BAD_COMPLETIONS = {
     "max_tokens=0": completion(max_tokens=0),
@@ -46,7 +47,7 @@ BAD_COMPLETIONS = {
     "n far over": completion(n=10_000),
     "stop empty": completion(stop=""),
     "stop list with empty": completion(stop=["\n", ""]),
-    "stop too many": completion(stop=["a", "b", "c", "d", "e"]),
+    "stop too many": completion(stop=[f"s{i}" for i in range(MAX_STOP + 1)]),
     "stop not strings": completion(stop=[1, 2]),
     "empty prompt": completion(prompt=""),
     "empty prompt list": completion(prompt=[]),
@@ -184,14 +185,14 @@ def test_model_names_never_escape_to_the_filesystem(client, monkeypatch):
     if not _HOOKED:  # audit hooks cannot be removed: one, idle (a None check) outside this test
         sys.addaudithook(_audit)
         _HOOKED = True
-    import genforge.pipelines.registry as registry
-    import genforge.pipelines.text as text
+    import genforge.pipelines as pipelines
+    import genforge.store as registry
 
     def forbidden(*a, **k):
         raise AssertionError(f"a request made the server resolve or load a model: {a}")
 
     monkeypatch.setattr(registry, "resolve_model", forbidden)
-    monkeypatch.setattr(text, "load", forbidden)
+    monkeypatch.setattr(pipelines, "load", forbidden)
     names = ["../x", f"../{MARKER}", f"../../{MARKER}/model", f"/tmp/{MARKER}", "/etc/passwd",
              f"%2e%2e/{MARKER}", f"%2e%2e%2f{MARKER}", f"..\\{MARKER}", f"~/{MARKER}", f"./{MARKER}",
              str(BUNDLED / MODEL), f"{MODEL}/../{MODEL}", f"./{MODEL}", MODEL.upper(), f"{MODEL}\x00"]
@@ -211,3 +212,25 @@ def test_model_names_never_escape_to_the_filesystem(client, monkeypatch):
     assert touched == []
 
 
+
+
+@pytest.mark.parametrize("name,bad", [("temperature", 2.01), ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5),
+                                      ("presence_penalty", 2.5), ("frequency_penalty", -3.0), ("max_tokens", 0),
+                                      ("seed", 2**64)])
+def test_a_sampling_value_outside_the_one_rule_is_a_400_naming_it(client, name, bad):
+    """The server does not re-implement ranges: SamplingParams' own message, with its parameter as ``param``."""
+    with pytest.raises(SamplingParamError) as want:
+        SamplingParams(**{name: bad})
+    for path, body in (("/v1/completions", completion(**{name: bad})), ("/v1/chat/completions", chat(**{name: bad}))):
+        err = assert_openai_error(client.post(path, json=body), 400, "invalid_value")
+        assert err["param"] == name and err["message"] == str(want.value)
+
+
+def test_the_openapi_schema_shows_the_one_rule_and_default(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for request in ("CompletionRequest", "ChatRequest"):
+        props = schemas[request]["properties"]
+        assert props["temperature"]["minimum"] == 0 and props["temperature"]["maximum"] == 2
+        assert props["temperature"]["default"] == SamplingParams().temperature
+        assert props["top_p"]["exclusiveMinimum"] == 0 and props["top_p"]["maximum"] == 1
+        assert "as many as fit" in props["max_tokens"]["description"]

@@ -1,7 +1,8 @@
 """End to end: the web studio (``/``) in headless Chromium against a real ``genforge serve``.
 
 Playwright drives Debian's system Chromium (``/usr/bin/chromium``; ``playwright install`` is never
-needed). The server runs in a subprocess on a free port with the bundled ``shakespeare-char`` model.
+needed). The server runs in a subprocess on a free port as a new user starts it: ``genforge serve``
+with its defaults (the bundled ``shakespeare-char`` and ``shakespeare-chat``).
 Set ``GENFORGE_STUDIO_SHOTS=/some/folder`` to keep a screenshot of each test's final page.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ if not Path(CHROMIUM).exists():
 pytestmark = pytest.mark.browser
 
 MODEL = "shakespeare-char"
+CHAT_MODEL = "shakespeare-chat"
 CONTEXT = 256
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -54,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     env = {**os.environ, "GENFORGE_HOME": str(tmp / "home"), "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "wb")  # noqa: SIM115 (closed by the finalizer)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genforge", "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "genforge", "serve", "--host", "127.0.0.1", "--port", str(port)],  # default models
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 
@@ -309,6 +311,57 @@ def test_chat_reply_streams_into_log(studio: Studio, server_models: list[dict[st
     assert "finish:" in page.inner_text("#chat-stats")
     page.click("#chat-reset")
     assert page.locator("#chat-log .msg").count() == 0
+
+
+def _visible(studio: Studio, box: str) -> str:
+    return studio.js(f"(e => e.hidden ? '' : e.textContent)(document.getElementById('{box}'))")
+
+
+def test_first_chat_message_with_default_settings_succeeds(studio: Studio, server_models: list[dict[str, Any]]) -> None:
+    """A new user's first chat: nothing changed, the default chat model, the server's defaults. It used to fail
+    with "HTTP 400: maximum context length is 256 tokens; the messages has 98 tokens and max_tokens is 200".
+    As the conversation outgrows the context, the oldest turns are left out (greyed) and the page says so."""
+    studio.open("/#chat")
+    page = studio.page
+    assert page.input_value("#chat-model") == CHAT_MODEL  # chat models come first
+    defaults = next(m for m in server_models if m["id"] == CHAT_MODEL)["genforge_sampling"]["defaults"]
+    assert page.input_value("#max-tokens") == "" and defaults["max_tokens"] is None  # empty: what fits
+    assert float(page.input_value("#temperature")) == defaults["temperature"]  # from the server, no copy
+    assert float(page.input_value("#top-p")) == defaults["top_p"]
+    messages = ["Good morrow, sweet prince. How fares the king this fine morning, I pray thee?",
+                "And what news from the court? Speak, I pray thee, and be brief with me, good sir.",
+                "Then tell me of the queen, for I have not seen her these many days and nights."]
+    for i, text in enumerate(messages):
+        page.fill("#chat-input", text)
+        page.click("#chat-send")
+        studio.wait_until("!document.getElementById('chat-send').disabled", timeout=60, what=f"reply {i + 1}")
+        assert _visible(studio, "chat-error") == "", f"message {i + 1}"
+        replies = page.locator("#chat-log [data-role=assistant] .msg-body")
+        assert replies.count() == i + 1 and replies.nth(i).inner_text().strip()
+        assert "finish:" in page.inner_text("#chat-stats")
+        if i == 0:
+            assert _visible(studio, "chat-note") == "" and page.locator("#chat-log .msg.dropped").count() == 0
+    # about 80 tokens a message: by the third, the oldest exchanges no longer fit the 256-token context
+    note = _visible(studio, "chat-note")
+    assert f"context holds {CONTEXT} tokens" in note and "left out" in note, note
+    dropped = page.locator("#chat-log .msg.dropped")
+    assert dropped.count() >= 2 and dropped.first.get_attribute("data-role") == "user"
+    assert page.locator("#chat-log .msg").last.get_attribute("class").split().count("dropped") == 0
+    page.click("#chat-reset")
+    assert _visible(studio, "chat-note") == ""
+
+
+def test_generate_with_default_settings_fills_the_context(studio: Studio) -> None:
+    studio.open()
+    page = studio.page
+    page.select_option("#model", MODEL)
+    prompt = page.input_value("#prompt")
+    page.click("#generate")
+    studio.wait_until("document.getElementById('stats').textContent.includes('finish:')", timeout=60,
+                      what="the generation")
+    assert studio.error_text() == ""
+    assert studio.output_len() == CONTEXT - len(prompt)  # empty max tokens: as many as fit (one char a token)
+    assert "finish: length" in page.inner_text("#stats")
 
 
 def test_sse_parser_handles_split_chunks(studio: Studio) -> None:

@@ -16,16 +16,16 @@ from conftest import make_corpus_text, tiny_config
 from safetensors.torch import load_file, save_file
 
 import genforge
-from genforge.config import RunConfig
-from genforge.errors import CheckpointError, ConfigError, GenforgeError
-from genforge.models.transformer import GPT, GPTConfig
-from genforge.train.checkpoint import (
+from genforge.checkpoint import (
     list_checkpoints,
     model_tensors,
     prune_checkpoints,
     read_meta,
     save_checkpoint,
 )
+from genforge.config import RunConfig
+from genforge.errors import CheckpointError, ConfigError, GenforgeError
+from genforge.models.transformer import GPT, GPTConfig
 from genforge.train.fit import fit
 from genforge.train.optim import lr_at
 

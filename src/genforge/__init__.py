@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 
 def load(name_or_dir: str, **kwargs: Any) -> TextModel:
-    """Load a model by bundled name or folder; see ``genforge.pipelines.text.load``."""
-    from .pipelines.text import load as _load
+    """Load a model by bundled name or folder as the pipeline its genforge.json names (text today);
+    see ``genforge.pipelines.load``."""
+    from .pipelines import load as _load
 
     return _load(name_or_dir, **kwargs)
 
 
 def models() -> list:
     """Bundled and local models (name, path, kind, parameters, val loss)."""
-    from .pipelines.registry import list_models
+    from .store import list_models
 
     return list_models()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -25,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import LEFTOVERS, fsync_path, pid_alive, writer_pid
-from ..errors import CheckpointError
+from .atomic import LEFTOVERS, fsync_path, pid_alive, writer_pid
+from .errors import CheckpointError
 
 FORMAT = "genforge-checkpoint"
 VERSION = 1
@@ -131,9 +132,50 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{meta_file} is corrupted (not valid JSON: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_file} is not a genforge checkpoint (format field missing)")
+    for key, kind, what in _META_FIELDS:
+        if key in meta and not (isinstance(meta[key], kind) and not isinstance(meta[key], bool)):
+            raise CheckpointError(f"{meta_file} is corrupted: {key!r} must be {what}, not "
+                                  f"{type(meta[key]).__name__} {str(meta[key])[:40]!r}")
+    model = meta.get("model")
+    if isinstance(model, dict) and not isinstance(model.get("kind"), str):
+        raise CheckpointError(f"{meta_file} is corrupted: 'model' needs a 'kind' string")
+    if any(not (isinstance(k, str) and isinstance(v, str)) for k, v in meta.get("files", {}).items()):
+        raise CheckpointError(f"{meta_file} is corrupted: 'files' must map file names to SHA-256 strings")
     if meta.get("version", 0) > VERSION:
         raise CheckpointError(f"{meta_file} was written by a newer genforge (version {meta['version']}); upgrade")
     return meta
+
+
+# top-level genforge.json fields and the JSON types they must have when present
+_META_FIELDS = (("version", int, "an integer"), ("files", dict, "an object"), ("model", dict, "an object"),
+                ("codec", dict, "an object"), ("config", dict, "an object"), ("metrics", dict, "an object"),
+                ("trainer", dict, "an object"), ("step", int, "an integer"), ("pipeline", str, "a string"),
+                ("task", str, "a string"), ("parameters", int, "an integer"))
+
+
+def check_weights_fit_config(path: Path, meta: dict[str, Any], name: str = "model.safetensors") -> None:
+    """Before a model is built from genforge.json: its config must imply exactly as many parameters as
+    the weights file holds (read from the file's header only), so a corrupted or mismatched config
+    (``n_layer=100000``) is refused before anything is allocated."""
+    from safetensors import safe_open
+
+    from .config import from_dict
+    from .registry import MODELS
+
+    f = path / name
+    try:
+        with safe_open(str(f), framework="pt") as st:
+            stored = sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
+    except Exception as e:  # safetensors' own error types
+        raise CheckpointError(f"{f} is not a valid safetensors file ({str(e).splitlines()[0] if str(e) else e})") \
+            from None
+    model = meta["model"]
+    cfg = from_dict(MODELS.get(model["kind"], "model.kind", CheckpointError).config_class,
+                    {k: v for k, v in model.items() if k != "kind"}, "model")
+    implied = cfg.num_parameters()
+    if implied != stored:
+        raise CheckpointError(f"{path / 'genforge.json'}: its model config implies {implied:,} parameters but {name} "
+                              f"holds {stored:,}: the config and the weights do not belong together")
 
 
 def load_tensors(path: Path, name: str, meta: dict[str, Any], verify: bool = True) -> dict[str, torch.Tensor]:

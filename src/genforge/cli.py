@@ -31,19 +31,41 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .config import MAX_THREADS
-    from .pipelines.text import load
+    from .pipelines import load
 
     if not 0 <= args.threads <= MAX_THREADS:
         raise GenforgeError(f"--threads {args.threads} is invalid: allowed 0 (torch's default) .. {MAX_THREADS}")
+    from .types import SamplingParams
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    tm = load(args.model, device=args.device, quantize=args.quantize)
-    params = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                  frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
-                  stop=tuple(args.stop or ()), seed=args.seed, num_beams=args.num_beams, best_of=args.best_of)
+    params = _given(args, GENERATE_FLAGS)  # flags left out take SamplingParams' defaults
+    params["stop"] = tuple(args.stop or ())
+    SamplingParams(**{"max_tokens": 1, **params})  # the one rule, before the model loads
+    pipeline = load(args.model, device=args.device, quantize=args.quantize)
+    modality = getattr(pipeline, "modality", "text")
+    if modality not in GENERATORS:
+        raise GenforgeError(f"{args.model} is a {modality} model; genforge generate writes "
+                            f"{', '.join(GENERATORS)} so far")
+    return GENERATORS[modality](pipeline, args, params)
+
+
+def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
+    """Text streams to stdout (prompt, then continuation); ``--out`` writes it to a file instead."""
+    from .serve.context_fit import fit_max_tokens
+
+    # --max-tokens left out: what fits the context beside the prompt
+    params["max_tokens"] = fit_max_tokens(len(tm.codec.encode(args.prompt)), tm.context_length,
+                                          params.get("max_tokens"), slide=True)  # past the context: it slides
+    if args.out:
+        from .atomic import atomic_write_text
+
+        text = args.prompt + tm.generate(args.prompt, **params) + "\n"
+        path = atomic_write_text(args.out, text)
+        print(f"wrote {path} ({len(text)} characters)")
+        return 0
     out = sys.stdout
-    if args.num_beams > 1 or args.best_of > 1 or args.no_stream:
+    if params.get("num_beams", 1) > 1 or params.get("best_of", 1) > 1 or args.no_stream:
         out.write(args.prompt + tm.generate(args.prompt, **params) + "\n")
         return 0
     pieces = tm.stream(args.prompt, **params)  # checks the prompt before anything is printed
@@ -56,8 +78,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATORS = {"text": _generate_text}  # a pipeline's modality -> how `genforge generate` writes its output
+
+
 def _models(args: argparse.Namespace) -> int:
-    from .pipelines.registry import list_models
+    from .store import list_models
 
     rows = list_models()
     if not rows:
@@ -73,8 +98,8 @@ def _models(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .pipelines.registry import resolve_model
-    from .train.checkpoint import export_model
+    from .checkpoint import export_model
+    from .store import resolve_model
 
     card = Path(args.card).read_text(encoding="utf-8") if args.card else None
     extra = {"chat_template": args.chat_template} if args.chat_template else None
@@ -88,18 +113,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     key = args.api_key or os.environ.get("GENFORGE_API_KEY") or None
     settings = ServeSettings(models=args.model or ServeSettings().models, api_key=key,
-                             max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device)
-    print(f"genforge: serving {', '.join(settings.models)} on http://{args.host}:{args.port}/ "
-          f"(API at /v1{', key required' if key else ''})", flush=True)
-    serve(settings, args.host, args.port)
+                             max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device,
+                             sliding_window=args.sliding_window)
+    serve(settings, args.host, args.port)  # a model or flag that cannot be served: one line, before listening
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
     from .serve.chat_cli import run_chat
 
-    names = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
-    params = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    params = _given(args, CHAT_FLAGS)
     return run_chat(args.model, args.system, params, load_kwargs={"device": args.device, "quantize": args.quantize})
 
 
@@ -107,13 +130,38 @@ def _eval(args: argparse.Namespace) -> int:
     import math
 
     from .data.corpus import read_corpus
-    from .pipelines.text import load
+    from .pipelines import load
 
     tm = load(args.model, quantize=args.quantize)
     text = read_corpus(args.corpus)
     ppl = tm.perplexity(text)
     print(f"perplexity {ppl:.4f}  ({math.log(ppl):.4f} nats/token, {math.log2(ppl):.4f} bits/token)")
     return 0
+
+
+GENERATE_FLAGS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
+                  "presence_penalty", "seed", "num_beams", "best_of")
+CHAT_FLAGS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+_HELP = {"max_tokens": "new tokens at most; default: what fits the context beside the prompt",
+         "seed": "default: random; in chat, reply k uses seed + k", "num_beams": "> 1: beam search",
+         "best_of": "> 1: sample n, keep the best mean log-prob"}
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """The sampling flags the user gave (the rest keep ``SamplingParams``' defaults)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def _sampling_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """One flag per sampling parameter; its default and range are ``SamplingParams``' (checked there once)."""
+    from .types import SAMPLING_RANGES, sampling_defaults
+
+    defaults = sampling_defaults()
+    for name in names:
+        rule = SAMPLING_RANGES[name]
+        text = _HELP.get(name) or f"default {defaults[name]}"
+        parser.add_argument("--" + name.replace("_", "-"), type=int if rule.whole else float, default=None,
+                            help=f"{rule.describe()}; {text}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,22 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text from a model, streaming")
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
     g.add_argument("--prompt", default="MACBETH.\n", help="text to continue")
-    g.add_argument("--max-tokens", type=int, default=200, help="new tokens (prompt + this must fit the context)")
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--min-p", type=float, default=0.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--frequency-penalty", type=float, default=0.0)
-    g.add_argument("--presence-penalty", type=float, default=0.0)
+    _sampling_flags(g, GENERATE_FLAGS)
     g.add_argument("--stop", action="append", help="stop string (repeatable); never printed")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
-    g.add_argument("--best-of", type=int, default=1, help="> 1: sample n, keep the best mean log-prob")
     g.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     g.add_argument("--no-stream", action="store_true", help="print the whole text at the end")
+    g.add_argument("--out", default=None, help="write the output to this file instead of stdout")
 
     sub.add_parser("models", help="list bundled and local models")
 
@@ -168,18 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set GENFORGE_API_KEY)")
     s.add_argument("--max-concurrent", type=int, default=64, help="requests in flight before 429")
     s.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
+    s.add_argument("--sliding-window", action="store_true",
+                   help="let an explicit max_tokens pass the context: generation slides the window")
     s.add_argument("--device", default="cpu")
 
     c = sub.add_parser("chat", help="chat in the terminal (history, streaming, /reset, /system, /params)")
     c.add_argument("--model", default="shakespeare-chat", help="bundled name, model folder or run folder")
     c.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
-    c.add_argument("--max-tokens", type=int, default=None, help="longest reply in tokens (default 120)")
-    c.add_argument("--temperature", type=float, default=None, help="default 0.8; 0 = greedy")
-    c.add_argument("--top-k", type=int, default=None)
-    c.add_argument("--top-p", type=float, default=None, help="default 0.95")
-    c.add_argument("--min-p", type=float, default=None)
-    c.add_argument("--repetition-penalty", type=float, default=None)
-    c.add_argument("--seed", type=int, default=None, help="reply k of a session uses seed + k")
+    _sampling_flags(c, CHAT_FLAGS)  # --seed: reply k of a session uses seed + k
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int8"], default=None)
 

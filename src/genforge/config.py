@@ -112,8 +112,10 @@ class CodecConfig:
     unknown: str = ""  # char only: replace characters outside the vocabulary with this one ("" = error)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("char", "bpe"):
-            raise ConfigError(f"codec.kind={self.kind!r} is unknown: allowed 'char' or 'bpe'")
+        from .registry import CODECS
+
+        if self.kind not in CODECS:
+            raise CODECS.unknown(self.kind, "codec.kind")
         if self.kind == "bpe" and not 260 <= self.vocab_size <= 1 << 20:
             raise ConfigError(f"codec.vocab_size={self.vocab_size} is invalid: allowed 260 .. 1048576")
         if len(self.unknown) > 1:
@@ -197,20 +199,32 @@ class RunConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: dict[str, Any] = field(default_factory=lambda: {"kind": "lm"})  # the training family (registry.TASKS)
+
+    def __post_init__(self) -> None:
+        from .registry import TASKS
+
+        if self.task.get("kind") not in TASKS:
+            raise TASKS.unknown(self.task.get("kind"), "task.kind")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = ("model", "codec", "data", "train")
+        known = ("model", "codec", "data", "train", "task")
         for section in data:
             if section not in known:
                 raise ConfigError(f"unknown section [{section}]: allowed sections are {', '.join(known)}")
-        model = dict(data.get("model", {"kind": "transformer"}))
-        model.setdefault("kind", "transformer")
+        tables = {}
+        for section, default_kind in (("model", "transformer"), ("task", "lm")):
+            table = data.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"[{section}] must be a table of key = value pairs, got {type(table).__name__}")
+            tables[section] = {"kind": default_kind, **table}
         return cls(
-            model=model,
+            model=tables["model"],
             codec=from_dict(CodecConfig, data.get("codec", {}), "codec"),
             data=from_dict(DataConfig, data.get("data", {}), "data"),
             train=from_dict(TrainConfig, data.get("train", {}), "train"),
+            task=tables["task"],
         )
 
     def to_dict(self) -> dict[str, Any]:

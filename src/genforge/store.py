@@ -10,11 +10,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import LEFTOVERS
-from ..errors import CheckpointError
-from ..paths import models_home
+from .atomic import LEFTOVERS
+from .errors import CheckpointError
+from .paths import models_home
 
-BUNDLED = Path(__file__).resolve().parent.parent / "bundled"
+BUNDLED = Path(__file__).resolve().parent / "bundled"
+
+
+def is_hf_gpt2_dir(path: Path) -> bool:
+    """A Hugging Face GPT-2 folder: config.json beside model.safetensors (models/gpt2_hf.py reads it)."""
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class ModelInfo:
 
 
 def _checkpoint_of(folder: Path) -> Path | None:
-    from ..train.checkpoint import list_checkpoints
+    from .checkpoint import list_checkpoints
 
     if (folder / "genforge.json").is_file():
         return folder
@@ -38,8 +43,7 @@ def _checkpoint_of(folder: Path) -> Path | None:
 
 def resolve_model(name_or_dir: str | Path) -> Path:
     """The checkpoint folder for a model name, a model folder or a run folder."""
-    from ..models.gpt2_hf import is_hf_gpt2_dir
-    from ..train.checkpoint import PICKLE_SUFFIXES
+    from .checkpoint import PICKLE_SUFFIXES
 
     p = Path(name_or_dir).expanduser()
     if p.is_file():
@@ -51,7 +55,7 @@ def resolve_model(name_or_dir: str | Path) -> Path:
         found = _checkpoint_of(p)
         if found is not None or is_hf_gpt2_dir(p):
             return found or p
-        from ..train.checkpoint import read_meta
+        from .checkpoint import read_meta
 
         read_meta(p)  # raises the precise reason (pickles only, genforge.json missing, ...)
     text = str(name_or_dir)

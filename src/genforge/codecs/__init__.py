@@ -15,32 +15,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from .bpe import BPECodec
     from .char import CharCodec
 
-__all__ = ["KINDS", "BPECodec", "CharCodec", "codec_from_dict"]
-
-KINDS = ("char", "bpe")
+__all__ = ["BPECodec", "CharCodec", "codec_from_dict"]
 
 
 def codec_from_dict(d: dict[str, Any]) -> Codec:
-    """Rebuild a codec from ``to_dict()`` output, dispatching on ``d["kind"]``.
+    """Rebuild a codec from ``to_dict()`` output, dispatching on ``d["kind"]`` (``registry.CODECS``).
 
     Any problem (not a dict, unknown kind, missing or malformed fields) becomes a one-line
     ``CheckpointError``, because the dict almost always comes from a checkpoint file.
     """
+    from ..registry import CODECS
+
     if not isinstance(d, dict):
         raise CheckpointError(f"codec entry must be a dict with a 'kind' key, got {type(d).__name__}; "
                               "the checkpoint is corrupted or was not written by genforge")
     kind = d.get("kind")
-    if kind not in KINDS:
-        raise CheckpointError(f"unknown codec kind {kind!r} in checkpoint; expected one of "
-                              f"{', '.join(repr(k) for k in KINDS)} (was it written by a newer genforge?)")
+    cls = CODECS.get(kind, "the checkpoint's codec.kind", CheckpointError)
     try:
-        if kind == "char":
-            from .char import CharCodec
-
-            return CharCodec.from_dict(d)
-        from .bpe import BPECodec
-
-        return BPECodec.from_dict(d)
+        return cls.from_dict(d)
     except CheckpointError:
         raise
     except Exception as err:
@@ -50,12 +42,10 @@ def codec_from_dict(d: dict[str, Any]) -> Codec:
 
 def __getattr__(name: str) -> Any:
     """Lazy ``from genforge.codecs import CharCodec, BPECodec`` without importing them up front."""
-    if name == "CharCodec":
-        from .char import CharCodec
+    from ..registry import CODECS
 
-        return CharCodec
-    if name == "BPECodec":
-        from .bpe import BPECodec
-
-        return BPECodec
+    for kind in CODECS.names():
+        cls = CODECS.get(kind)
+        if cls.__name__ == name:
+            return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -137,8 +137,22 @@ class BPECodec:
         return int(i)
 
     def encode(self, text: str) -> list[int]:
-        """Text to ids. Adds no special tokens; special-token strings inside ``text`` become those tokens."""
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        """Text to ids. Adds no special tokens; special-token strings inside ``text`` become those tokens.
+
+        Text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``, which JSON and
+        ``surrogateescape`` can produce) is a ``DataError`` naming the place, never a ``TypeError``.
+        """
+        if not isinstance(text, str):
+            raise DataError(f"text to encode must be a string, got {type(text).__name__}")
+        try:
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
+        except TypeError:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(f"text contains {text[err.start]!r} at position {err.start}, a lone surrogate "
+                                "that is not a Unicode character; remove it (or fix the text's encoding)") from None
+            raise
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text, byte-exact; invalid UTF-8 (e.g. a cut-off character) becomes U+FFFD."""

@@ -208,7 +208,7 @@ def build_dialogue_corpus(out_path: str | Path | None = None, template: Any = No
     cut to ``max_pairs`` exchanges. Each conversation is whole turns ending with the template's turn
     separator, so a training window never sees a turn from one conversation joined to another's.
     """
-    from ..serve.chat_template import TEMPLATES
+    from ..codecs.chat_template import TEMPLATES
     from .shakespeare import shakespeare_text
 
     template = template or TEMPLATES["shakespeare"]

@@ -14,7 +14,7 @@ class _ModelsModule(types.ModuleType):
     attribute ``genforge.models`` from that function to this module, so the module answers the call."""
 
     def __call__(self) -> list:
-        from ..pipelines.registry import list_models
+        from ..store import list_models
 
         return list_models()
 
@@ -23,18 +23,12 @@ sys.modules[__name__].__class__ = _ModelsModule
 
 
 def build_model(kind: str, fields: dict[str, Any], init: bool = True):
-    """Construct a model from its kind ("transformer" | "rnn") and its config fields.
+    """Construct a model from its kind (a name in ``genforge.registry.MODELS``) and its config fields.
 
-    ``init=False`` skips the Transformer's weight initialisation (for weights loaded right after).
+    ``init=False`` skips weight initialisation (for weights loaded right after).
     """
-    from ..config import ConfigError, from_dict
+    from ..config import from_dict
+    from ..registry import MODELS
 
-    if kind == "transformer":
-        from .transformer import GPT, GPTConfig
-
-        return GPT(from_dict(GPTConfig, fields, "model"), init=init)
-    if kind == "rnn":
-        from .rnn import RNNLM, RNNConfig
-
-        return RNNLM(from_dict(RNNConfig, fields, "model"))
-    raise ConfigError(f"model.kind={kind!r} is unknown: allowed 'transformer' or 'rnn'")
+    cls = MODELS.get(kind, "model.kind")
+    return cls(from_dict(cls.config_class, fields, "model"), init=init)

@@ -12,14 +12,11 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..store import is_hf_gpt2_dir
 from .transformer import GPT, GPTConfig
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in older checkpoints
-
-
-def is_hf_gpt2_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
 def gpt2_config_from_hf(hf: dict) -> GPTConfig:

@@ -36,6 +36,13 @@ class RNNConfig:
             raise ConfigError(f"model.dropout={self.dropout!r} is invalid: allowed 0 <= dropout < 1")
 
 
+    def num_parameters(self) -> int:
+        """Parameters an RNNLM of this config has, computed without building it."""
+        gates, h = (4 if self.cell == "lstm" else 3), self.hidden
+        layers = sum(gates * h * ((self.n_embd if i == 0 else h) + h) + 2 * gates * h for i in range(self.n_layer))
+        return self.vocab_size * self.n_embd + layers + h * self.vocab_size + self.vocab_size
+
+
 @dataclass
 class RNNState:
     hidden: Tensor | tuple[Tensor, Tensor]  # GRU: h (L, B, H); LSTM: (h, c)
@@ -44,8 +51,9 @@ class RNNState:
 
 class RNNLM(nn.Module):
     kind = "rnn"
+    config_class = RNNConfig
 
-    def __init__(self, cfg: RNNConfig) -> None:
+    def __init__(self, cfg: RNNConfig, init: bool = True) -> None:  # init: PyTorch's defaults, always
         super().__init__()
         self.config = cfg
         self.vocab_size = cfg.vocab_size
@@ -80,3 +88,27 @@ class RNNLM(nn.Module):
         h = state.hidden
         h = tuple(t.index_select(1, index) for t in h) if isinstance(h, tuple) else h.index_select(1, index)
         return RNNState(h, state.pos)
+
+    # --- BatchedStepModel: each row is its own sequence; a hidden state has no length to track ---
+    def put_row(self, state: RNNState, row: int, single: RNNState) -> None:
+        for dst, src in zip(_parts(state), _parts(single)):
+            dst[:, row] = src[:, 0]
+
+    def move_row(self, state: RNNState, src: int, dst: int, length: int) -> None:
+        for t in _parts(state):
+            t[:, dst] = t[:, src]
+
+    def step_rows(self, ids: Tensor, state: RNNState, lengths: Tensor) -> Tensor:
+        """One new token per row, ``ids`` (n, 1), through rows 0..n-1 of ``state`` (updated in place);
+        returns logits (n, 1, V). ``lengths`` does not matter to a recurrent state."""
+        n = ids.shape[0]
+        rows = tuple(t[:, :n].contiguous() for t in _parts(state))
+        out, hidden = self.rnn(self.wte(ids), rows if isinstance(state.hidden, tuple) else rows[0])
+        for dst, src in zip(_parts(state), hidden if isinstance(hidden, tuple) else (hidden,)):
+            dst[:, :n] = src
+        return self.lm_head(out[:, -1:])
+
+
+def _parts(state: RNNState) -> tuple[Tensor, ...]:
+    """The tensors of a hidden state, each (L, B, H): (h, c) for an LSTM, (h,) for a GRU."""
+    return state.hidden if isinstance(state.hidden, tuple) else (state.hidden,)

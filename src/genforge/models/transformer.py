@@ -54,6 +54,16 @@ class GPTConfig:
             raise ConfigError(f"model.rope_base={self.rope_base!r} is invalid: allowed a number > 1")
 
 
+    def num_parameters(self) -> int:
+        """Parameters a GPT of this config has (tied weights once), computed without building it."""
+        c, b = self.n_embd, int(self.bias)
+        block = 2 * (c + b * c) + (3 * c * c + b * 3 * c) + (c * c + b * c) + (4 * c * c + b * 4 * c) \
+            + (4 * c * c + b * c)  # ln_1, ln_2, c_attn, attn.c_proj, c_fc, mlp.c_proj
+        embeddings = self.vocab_size * c + (self.block_size * c if self.position == "learned" else 0)
+        head = 0 if self.tie_weights else self.vocab_size * c
+        return embeddings + self.n_layer * block + (c + b * c) + head
+
+
 def _relu2(x: Tensor) -> Tensor:
     return F.relu(x).square()
 
@@ -208,6 +218,7 @@ class GPT(nn.Module):
     """Decoder-only Transformer language model; a ``StepModel`` for the samplers."""
 
     kind = "transformer"
+    config_class = GPTConfig
 
     def __init__(self, cfg: GPTConfig, init: bool = True) -> None:
         """``init=False`` skips weight initialisation, for models whose weights are loaded next."""
@@ -296,9 +307,21 @@ class GPT(nn.Module):
     def reorder_state(self, state: KVCache, index: Tensor) -> KVCache:
         return state.reorder(index)
 
+    # --- BatchedStepModel: rows of one cache, each its own sequence (continuous batching) -----
+    def put_row(self, state: KVCache, row: int, single: KVCache) -> None:
+        state.put_row(row, single, single.pos)
+
+    def move_row(self, state: KVCache, src: int, dst: int, length: int) -> None:
+        state.move_row(src, dst, length)
+
     def step_rows(self, ids: Tensor, state: KVCache, lengths: Tensor) -> Tensor:
-        """Continuous batching: one new token per row, ``ids`` (B, 1), where row b already holds
-        ``lengths[b]`` positions. Returns logits (B, 1, V); the caller advances ``lengths``."""
+        """One new token per row, ``ids`` (n, 1), into rows 0..n-1 of ``state``, where row b already
+        holds ``lengths[b]`` positions. Returns logits (n, 1, V); the caller advances ``lengths``."""
+        n = ids.shape[0]
         if int(lengths.max()) >= state.k.shape[3]:
             raise ValueError(f"KV cache holds {state.k.shape[3]} positions; a row needs more")
-        return self.lm_head(self._hidden(ids, 0, state, lengths))
+        rows = state.rows(n)
+        if n == 1:  # a lone row: the plain cached step (no ragged mask), exactly as ``step`` runs it
+            rows.pos = int(lengths[0])
+            return self.step(ids, rows)[0]
+        return self.lm_head(self._hidden(ids, 0, rows, lengths.to(ids.device)))

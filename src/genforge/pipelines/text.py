@@ -15,6 +15,8 @@ from ..types import Codec, Generation, SamplingParams
 class TextModel:
     """A loaded text model: ``generate``/``stream``/``complete`` text, score it with ``perplexity``."""
 
+    modality = "text"  # what /v1/models reports and how `genforge generate` writes the output
+
     def __init__(self, model: torch.nn.Module, codec: Codec, meta: dict[str, Any], path: Path | None = None):
         self.model = model
         self.codec = codec
@@ -37,20 +39,29 @@ class TextModel:
             raise GenforgeError(f"unknown sampling parameter: {e}") from None
 
     def complete(self, prompt: str, **kwargs: Any) -> Generation:
-        """Generate to the end and return text, token ids, finish reason and log-probability."""
-        from ..sampling.decode import generate_text
+        """Generate to the end and return text, token ids, finish reason and log-probability.
 
-        return generate_text(self.model, self.codec, prompt, self.params(**kwargs))
+        Past the model's context the window slides (its most recent tokens are kept, see
+        ``genforge.sampling.tokens``); ``sliding_window=False`` refuses such a request instead.
+        """
+        from ..sampling.text import eos_id, generate_text
+
+        slide = bool(kwargs.pop("sliding_window", True))
+        return generate_text(self.model, self.codec, prompt, self.params(**kwargs), eos_id=eos_id(self.codec),
+                             slide=slide)
 
     def generate(self, prompt: str, **kwargs: Any) -> str:
         """The generated continuation of ``prompt`` (without the prompt)."""
         return self.complete(prompt, **kwargs).text
 
     def stream(self, prompt: str, **kwargs: Any) -> Iterator[str]:
-        """Yield text pieces as tokens are sampled; stop strings never leak."""
-        from ..sampling.decode import stream_text
+        """Yield text pieces as tokens are sampled; stop strings never leak. Slides past the context
+        like ``complete``."""
+        from ..sampling.text import eos_id, stream_text
 
-        return stream_text(self.model, self.codec, prompt, self.params(**kwargs))
+        slide = bool(kwargs.pop("sliding_window", True))
+        return stream_text(self.model, self.codec, prompt, self.params(**kwargs), eos_id=eos_id(self.codec),
+                           slide=slide)
 
     @torch.no_grad()
     def perplexity(self, text: str, window: int | None = None) -> float:
@@ -72,50 +83,65 @@ class TextModel:
             count += chunk.numel() - 1
         return math.exp(total / count)
 
+    @classmethod
+    def from_checkpoint(cls, path: Path, meta: dict[str, Any], device: str = "cpu", quantize: str | None = None,
+                         dtype: str | None = None) -> TextModel:
+        """A genforge checkpoint folder (``meta`` is its genforge.json) as a ``TextModel``."""
+        from ..checkpoint import check_weights_fit_config, load_tensors, load_weights
+        from ..codecs import codec_from_dict
+        from ..models import build_model
 
-def load(name_or_dir: str | Path, device: str = "cpu", quantize: str | None = None,
-         dtype: str | None = None) -> TextModel:
-    """Load a bundled model by name (``"shakespeare-char"``), a model/run folder, or a Hugging Face
-    GPT-2 folder (config.json + model.safetensors; needs ``tokenizer.json`` beside it for text).
-
-    ``quantize="int8"`` uses int8 weights on the CPU; ``dtype="bf16"``/"fp16" casts on GPUs.
-    """
-    from ..codecs import codec_from_dict
-    from ..device import resolve_device
-    from ..models import build_model
-    from ..models.gpt2_hf import is_hf_gpt2_dir, load_gpt2_hf
-    from ..models.inference import prepare_for_inference
-    from ..train.checkpoint import load_tensors, load_weights, read_meta
-    from .registry import resolve_model
-
-    if dtype not in (None, "fp32", "bf16", "fp16"):
-        raise ConfigError(f"dtype={dtype!r} is unknown: allowed None, 'fp32', 'bf16' or 'fp16'")
-    device = str(resolve_device(device, field="device"))
-    path = resolve_model(name_or_dir)
-    if (path / "genforge.json").is_file():
-        meta = read_meta(path)
-        try:
-            codec = codec_from_dict(meta["codec"])
-            # built on the CPU, not the meta device: meta initialisers import torch._dynamo (~1 s)
-            model = build_model(meta["model"]["kind"], {k: v for k, v in meta["model"].items() if k != "kind"},
-                                init=False)
-        except KeyError as e:
-            raise CheckpointError(f"{path / 'genforge.json'} is missing field {e}") from None
+        device = _check_load_args(device, dtype)
+        codec = codec_from_dict(meta["codec"])
+        fields = {k: v for k, v in meta["model"].items() if k != "kind"}
+        check_weights_fit_config(path, meta)  # before building: a wrong config must not allocate first
+        # built on the CPU, not the meta device: meta initialisers import torch._dynamo (~1 s)
+        model = build_model(meta["model"]["kind"], fields, init=False)
+        _check_vocabularies(codec, model, path)
         load_weights(model, load_tensors(path, "model.safetensors", meta), path)
-    elif is_hf_gpt2_dir(path):
-        from ..codecs.bpe import BPECodec
+        return cls(_place(model, device, dtype, quantize), codec, meta, path)
 
+
+    @classmethod
+    def from_hf_gpt2(cls, path: Path, device: str = "cpu", quantize: str | None = None,
+                      dtype: str | None = None) -> TextModel:
+        """A Hugging Face GPT-2 folder (config.json + model.safetensors + tokenizer.json) as a ``TextModel``."""
+        from ..codecs.bpe import BPECodec
+        from ..models.gpt2_hf import load_gpt2_hf
+
+        device = _check_load_args(device, dtype)
         tok = path / "tokenizer.json"
         if not tok.is_file():
             raise CheckpointError(f"{path} has GPT-2 weights but no tokenizer.json to encode text with")
+        codec = BPECodec.load(tok)
         # on the CPU the weights are read straight into their decode form (int8 or transposed fp32)
         layout = (quantize or "fp32") if device == "cpu" else None
-        model, codec = load_gpt2_hf(path, layout=layout), BPECodec.load(tok)
-        meta = {"model": {"kind": "transformer"}, "source": "huggingface-gpt2"}
-    else:
-        raise CheckpointError(f"{path} is not a genforge model folder")
+        model = load_gpt2_hf(path, layout=layout)
+        _check_vocabularies(codec, model, path)
+        meta = {"model": {"kind": "transformer"}, "source": "huggingface-gpt2", "pipeline": "text"}
+        return cls(_place(model, device, dtype, quantize), codec, meta, path)
+
+
+def _check_load_args(device: str, dtype: str | None) -> str:
+    from ..device import resolve_device
+
+    if dtype not in (None, "fp32", "bf16", "fp16"):
+        raise ConfigError(f"dtype={dtype!r} is unknown: allowed None, 'fp32', 'bf16' or 'fp16'")
+    return str(resolve_device(device, field="device"))
+
+
+def _check_vocabularies(codec: Codec, model: torch.nn.Module, path: Path) -> None:
+    """A codec with ids the model has no logits for (or the reverse) would lose tokens silently."""
+    if codec.vocab_size != model.vocab_size:
+        raise CheckpointError(f"{path}: the codec has {codec.vocab_size} tokens but the model's vocabulary is "
+                              f"{model.vocab_size}: the codec and the weights do not belong together")
+
+
+def _place(model: torch.nn.Module, device: str, dtype: str | None, quantize: str | None) -> torch.nn.Module:
+    from ..models.inference import prepare_for_inference
+
     model = model.float().to(device)
     if dtype in ("bf16", "fp16"):
         model = model.to(torch.bfloat16 if dtype == "bf16" else torch.float16)
     prepare_for_inference(model, quantize)
-    return TextModel(model, codec, meta, path)
+    return model

@@ -1,10 +1,11 @@
 """Batched refiners over a ``StepModel``: best-of-n sampling and beam search.
 
-Both prefill the prompt as a batch of n identical rows (``init_state(n, ...)``), so ``reorder_state`` is
-only ever called with an index of the batch's own size (a permutation with repeats), never to grow it.
-Stop strings live at text level: the optional ``stop_at(ids) -> n_kept | None`` hook says whether a
-row's generated ids already contain a stop string and, if so, how many of its tokens are kept (see
-``stop.cut_at_stop``); ``generate_searched`` builds it from the codec.
+Both run on the token loop's pieces (``tokens``): the prompt is prefilled as a batch of n identical
+rows, so ``reorder_state`` is only ever called with an index of the batch's own size (a permutation
+with repeats), never to grow it; with ``slide`` both run past the model's context like
+``tokens.stream_tokens``. A row ends early through the optional ``stop_at(ids) -> n_kept | None``
+hook: it says whether a row's generated ids are finished (a stop string, an end-of-sequence token)
+and, if so, how many of its tokens are kept. ``text.generate_text`` builds it from the codec.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..types import Codec, Generation, SamplingParams, StepModel
-from .decode import ProgressCallback, check_request, initial_counts, make_rng, prefill
-from .processors import sample_next
-from .stop import cut_at_stop, find_stop
+from ..types import SamplingParams, StepModel
+from .tokens import ProgressCallback, check_request, feed, make_rng, reorder_rows, sample_tokens, start_rows
 
 StopAt = Callable[[list[int]], "int | None"]
 
 
 @dataclass
-class _Hyp:
-    ids: list[int]  # generated ids, through the token that completed a stop string if any
+class Hypothesis:
+    """One finished candidate of best-of-n or beam search."""
+
+    ids: list[int]  # generated ids, through the token that finished it (stop string, end of sequence)
     logprobs: list[float]  # per-token log-probabilities under the raw model distribution
     n_kept: int  # tokens kept after cutting at a stop string (len(ids) without one)
     score: float
@@ -40,40 +41,36 @@ def kept_score(logprobs: Sequence[float], n_kept: int, length_penalty: float) ->
     return float(sum(logprobs[:m])) / m**length_penalty
 
 
-def _sample_candidates(
+def sample_candidates(
     model: StepModel,
     prompt_ids: Sequence[int],
     params: SamplingParams,
     rng: torch.Generator,
-    stop_at: StopAt | None,
-    callback: ProgressCallback | None,
-) -> list[tuple[list[int], list[float]]]:
-    rows, n = params.best_of, params.max_tokens
+    stop_at: StopAt | None = None,
+    callback: ProgressCallback | None = None,
+    slide: bool = False,
+) -> list[Hypothesis]:
+    """``params.best_of`` samples of the token loop in one batch, in sampling order, each cut by
+    ``stop_at`` and scored by its kept tokens' mean log-probability; the request is not checked here."""
+    rows = params.best_of
     ids: list[list[int]] = [[] for _ in range(rows)]
     lps: list[list[float]] = [[] for _ in range(rows)]
-    done = [False] * rows
-    with torch.inference_mode():
-        last, state = prefill(model, prompt_ids, rows, n)
-        counts = initial_counts(prompt_ids, rows, model.vocab_size, last.device)
-        arange = torch.arange(rows, device=last.device)
-    tokens: torch.Tensor | None = None
-    for i in range(n):
-        with torch.inference_mode():
-            if tokens is not None:
-                logits, state = model.step(tokens.view(rows, 1), state)
-                last = logits[:, -1].float()
-            tokens, logprobs = sample_next(last, params, counts, rng)
-            counts[arange, tokens] += 1
+    kept: list[int | None] = [None] * rows
+    steps = sample_tokens(model, prompt_ids, params, rng, rows, slide, callback)
+    for tokens, logprobs in steps:
         for r, (tok, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist())):
-            if not done[r]:
+            if kept[r] is None:
                 ids[r].append(tok)
                 lps[r].append(lp)
-                done[r] = stop_at is not None and stop_at(ids[r]) is not None
-        if callback is not None:
-            callback(i + 1, n)
-        if all(done):
+                kept[r] = stop_at(ids[r]) if stop_at is not None else None
+        if all(k is not None for k in kept):
+            steps.close()
             break
-    return list(zip(ids, lps))
+    out = []
+    for i, lp, k in zip(ids, lps, kept):
+        n_kept = len(i) if k is None else k
+        out.append(Hypothesis(i, lp, n_kept, kept_score(lp, n_kept, 1.0)))
+    return out
 
 
 def best_of_n(
@@ -83,44 +80,47 @@ def best_of_n(
     rng: torch.Generator | None = None,
     stop_at: StopAt | None = None,
     callback: ProgressCallback | None = None,
+    slide: bool = False,
 ) -> list[tuple[list[int], float, float]]:
     """Sample ``params.best_of`` candidates as one batch; return ``(ids, sum_logprob, mean_logprob)``
     sorted best-first by mean log-probability under the raw model (ties keep sampling order).
 
     The sample-and-rerank refinement (as in "best_of" of the OpenAI completions API; Adiwardana et al.
     2020, Meena, sample-and-rank). Each row runs to ``max_tokens``, or stops on its own once ``stop_at``
-    reports a stop string (the batch ends when every row has); cutting and reranking on the kept tokens
-    is the caller's job (``generate_searched``).
+    reports it finished (the batch ends when every row has); cutting and reranking on the kept tokens
+    is the caller's job (``text.generate_text``).
     """
-    check_request(model, prompt_ids, params.max_tokens)
+    check_request(model, prompt_ids, params.max_tokens, slide)
     rng = make_rng(params) if rng is None else rng
     out = []
-    for ids, lps in _sample_candidates(model, prompt_ids, params, rng, stop_at, callback):
-        total = float(sum(lps))
-        out.append((ids, total, total / max(len(lps), 1)))
+    for h in sample_candidates(model, prompt_ids, params, rng, stop_at, callback, slide):
+        total = float(sum(h.logprobs))
+        out.append((h.ids, total, total / max(len(h.logprobs), 1)))
     return sorted(out, key=lambda c: -c[2])
 
 
-def _beam(
+def beam_hypotheses(
     model: StepModel,
     prompt_ids: Sequence[int],
     params: SamplingParams,
-    stop_at: StopAt | None,
-    callback: ProgressCallback | None,
-) -> list[_Hyp]:
+    stop_at: StopAt | None = None,
+    callback: ProgressCallback | None = None,
+    slide: bool = False,
+) -> list[Hypothesis]:
+    """The finished beams of ``beam_search``, best-first; the request is not checked here."""
     k, n, lp_pow = params.num_beams, params.max_tokens, params.length_penalty
     with torch.inference_mode():
-        last, state = prefill(model, prompt_ids, k, n)
-        vocab = last.shape[-1]
+        run = start_rows(model, prompt_ids, k, params, slide)
+        vocab = run.last.shape[-1]
         # all rows hold the same prompt: only row 0 may expand at the first step
-        beam_scores = torch.full((k,), float("-inf"), device=last.device)
+        beam_scores = torch.full((k,), float("-inf"), device=run.last.device)
         beam_scores[0] = 0.0
     seqs: list[list[int]] = [[] for _ in range(k)]
     seq_lps: list[list[float]] = [[] for _ in range(k)]
-    finished: list[_Hyp] = []
+    finished: list[Hypothesis] = []
     for t in range(n):
         with torch.inference_mode():
-            logp = torch.log_softmax(last, dim=-1)
+            logp = torch.log_softmax(run.last, dim=-1)
             top_vals, top_idx = torch.topk((beam_scores[:, None] + logp).flatten(), min(2 * k, k * vocab))
             parents_t, toks_t = top_idx // vocab, top_idx % vocab
             step_lps = logp[parents_t, toks_t].tolist()
@@ -138,13 +138,13 @@ def _beam(
                     break
             elif rank < k:  # as in the usual formulation: a finished beam must rank in the top k
                 lps = seq_lps[p] + [lp]
-                finished.append(_Hyp(seq, lps, kept, kept_score(lps, kept, lp_pow)))
+                finished.append(Hypothesis(seq, lps, kept, kept_score(lps, kept, lp_pow)))
         if callback is not None:
             callback(t + 1, n)
         seqs = [seqs[p] + [tok] for p, tok, _, _ in live]
         seq_lps = [seq_lps[p] + [lp] for p, _, _, lp in live]
         if t == n - 1:
-            finished += [_Hyp(s, ls, len(s), kept_score(ls, len(s), lp_pow)) for s, ls in zip(seqs, seq_lps)]
+            finished += [Hypothesis(s, ls, len(s), kept_score(ls, len(s), lp_pow)) for s, ls in zip(seqs, seq_lps)]
         if t == n - 1 or not live or len(finished) >= k:
             break
         pad = k - len(live)  # fewer live candidates than beams: dead rows with score -inf
@@ -152,12 +152,9 @@ def _beam(
         seqs += [[] for _ in range(pad)]
         seq_lps += [[] for _ in range(pad)]
         with torch.inference_mode():
-            index = torch.tensor([p for p, _, _, _ in live], dtype=torch.long, device=last.device)
-            beam_scores = torch.tensor([v for _, _, v, _ in live], device=last.device)
-            state = model.reorder_state(state, index)
-            toks = torch.tensor([tok for _, tok, _, _ in live], dtype=torch.long, device=last.device)
-            logits, state = model.step(toks.view(k, 1), state)
-            last = logits[:, -1].float()
+            beam_scores = torch.tensor([v for _, _, v, _ in live], device=run.last.device)
+            reorder_rows(model, run, [p for p, _, _, _ in live])
+            feed(model, run, torch.tensor([tok for _, tok, _, _ in live], dtype=torch.long))
     return sorted(finished, key=lambda h: -h.score)[:k]
 
 
@@ -167,6 +164,7 @@ def beam_search(
     params: SamplingParams,
     stop_at: StopAt | None = None,
     callback: ProgressCallback | None = None,
+    slide: bool = False,
 ) -> list[tuple[list[int], float]]:
     """Beam search with ``params.num_beams`` beams; returns ``(ids, score)`` best-first, at most n.
 
@@ -176,56 +174,9 @@ def beam_search(
     the top ``2 * num_beams`` expansions, reordering the model state's rows with ``reorder_state``.
     ``score = sum(logprob) / len ** length_penalty`` under the raw model distribution; temperature,
     top-k/p, min-p and penalties are ignored, so it is deterministic. Without ``stop_at`` every beam runs
-    ``max_tokens`` tokens. With it, a beam that completes a stop string is finished (its ids end with the
-    token that completed it, its score covers the kept tokens, see ``kept_score``) and the search ends
-    once ``num_beams`` beams have finished (early stopping) or at ``max_tokens``.
+    ``max_tokens`` tokens. With it, a beam that it reports finished is done (its ids end with the token
+    that finished it, its score covers the kept tokens, see ``kept_score``) and the search ends once
+    ``num_beams`` beams have finished (early stopping) or at ``max_tokens``.
     """
-    check_request(model, prompt_ids, params.max_tokens)
-    return [(h.ids, h.score) for h in _beam(model, prompt_ids, params, stop_at, callback)]
-
-
-def text_stop_at(codec: Codec, stops: Sequence[str]) -> StopAt | None:
-    """The ``stop_at`` hook for ``stops`` under ``codec`` (None without stop strings)."""
-    if not stops:
-        return None
-
-    def stop_at(ids: list[int]) -> int | None:
-        if find_stop(codec.decode(ids), stops) < 0:
-            return None
-        return cut_at_stop(codec, ids, stops)[1]
-
-    return stop_at
-
-
-def generate_searched(
-    model: StepModel,
-    codec: Codec,
-    prompt_ids: list[int],
-    params: SamplingParams,
-    rng: torch.Generator | None = None,
-    callback: ProgressCallback | None = None,
-) -> Generation:
-    """``generate_text`` for ``best_of > 1`` or ``num_beams > 1``: the best candidate as a Generation.
-
-    Each candidate is decoded and cut at its first stop string; best-of-n candidates are then reranked
-    on the mean log-probability of their kept tokens (see ``kept_score``), beams on their beam score.
-    """
-    check_request(model, prompt_ids, params.max_tokens)
-    stop_at = text_stop_at(codec, params.stop)
-    if params.num_beams > 1:
-        hyps = _beam(model, prompt_ids, params, stop_at, callback)
-    else:
-        rng = make_rng(params) if rng is None else rng
-        hyps = []
-        for ids, lps in _sample_candidates(model, prompt_ids, params, rng, stop_at, callback):
-            n_kept = cut_at_stop(codec, ids, params.stop)[1]
-            hyps.append(_Hyp(ids, lps, n_kept, kept_score(lps, n_kept, 1.0)))
-        hyps.sort(key=lambda h: -h.score)
-    best = hyps[0]
-    text, n_kept, stopped = cut_at_stop(codec, best.ids, params.stop)
-    return Generation(
-        text=text,
-        token_ids=best.ids[:n_kept],
-        finish_reason="stop" if stopped else "length",
-        logprob=float(sum(best.logprobs[:n_kept])),
-    )
+    check_request(model, prompt_ids, params.max_tokens, slide)
+    return [(h.ids, h.score) for h in beam_hypotheses(model, prompt_ids, params, stop_at, callback, slide)]

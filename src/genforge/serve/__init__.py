@@ -1,4 +1,4 @@
-"""Conversational use and serving: chat templates, the terminal chat REPL, and the HTTP server.
+"""Conversational use and serving: the terminal chat REPL and the OpenAI-compatible HTTP server.
 
-Nothing is imported here, so ``import genforge.serve.chat_template`` stays cheap (no torch).
+Nothing is imported here, so importing a serve module pulls in only what it needs.
 """

@@ -2,8 +2,9 @@
 
 The history is a list of role messages; every turn renders the whole history with the model's chat
 template (``template_for(model.meta)``), streams the reply until one of the template's stop strings, and
-appends the cleaned reply. When the prompt plus ``max_tokens`` would not fit the model's context, the
-oldest exchanges are dropped (the system message stays). Commands::
+appends the cleaned reply. ``context_fit.fit_chat`` keeps the conversation inside the model's context:
+the oldest exchanges are dropped (the system message stays), and ``max_tokens`` left unset means "what
+fits". Commands::
 
     /reset              forget the conversation (the system prompt stays)
     /system [TEXT]      show or set the system prompt
@@ -21,22 +22,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..codecs.chat_template import ChatTemplate, template_for
 from ..errors import GenforgeError
-from .chat_template import ChatTemplate, template_for
+from ..types import sampling_defaults
+from .context_fit import fit_chat
 
-DEFAULT_PARAMS: dict[str, Any] = {"max_tokens": 120, "temperature": 0.8, "top_p": 0.95, "seed": None}
+# SamplingParams' defaults, except max_tokens: None = what fits the context (see context_fit)
+DEFAULT_PARAMS: dict[str, Any] = {"max_tokens": None, **sampling_defaults("temperature", "top_p", "seed")}
 PARAM_TYPES: dict[str, type] = {
     "max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
     "repetition_penalty": float, "frequency_penalty": float, "presence_penalty": float, "seed": int,
 }
-MIN_REPLY_TOKENS = 8  # below this much room left in the context, a message is refused
 PROMPT = "you> "
 
 HELP = """commands:
   /reset              forget the conversation (the system prompt stays)
   /system [TEXT]      show or set the system prompt
   /params [k=v ...]   show or set sampling parameters: {names}
-                      (reply k after the start or /reset uses seed + k; seed=none: random)
+                      (reply k after the start or /reset uses seed + k; seed=none: random;
+                      max_tokens=auto: what fits the context)
   /help               this help
   /quit               leave (so does Ctrl-D)
 a line starting with // sends the rest as a message beginning with /"""
@@ -57,7 +61,7 @@ def parse_params(assignments: list[str], current: Mapping[str, Any]) -> dict[str
             raise GenforgeError(f"{item!r} is not key=value, e.g. temperature=0.7")
         if key not in PARAM_TYPES:
             raise GenforgeError(f"unknown parameter {key!r}: allowed {', '.join(PARAM_TYPES)}")
-        if key == "seed" and raw.lower() in ("none", "random", ""):
+        if key in ("seed", "max_tokens") and raw.lower() in ("none", "random", "auto", ""):
             new[key] = None
             continue
         try:
@@ -68,12 +72,13 @@ def parse_params(assignments: list[str], current: Mapping[str, Any]) -> dict[str
         if isinstance(value, float) and not math.isfinite(value):
             raise GenforgeError(f"{key}={raw!r} is invalid: expected a finite number")
         new[key] = value
-    SamplingParams(**new)  # range checks; raises ConfigError (a GenforgeError) naming the parameter
+    SamplingParams(**{k: v for k, v in new.items() if v is not None})  # the one rule; names a bad parameter
     return new
 
 
 def format_params(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={'none' if v is None else v}" for k, v in params.items())
+    unset = {"max_tokens": "auto"}
+    return " ".join(f"{k}={unset.get(k, 'none') if v is None else v}" for k, v in params.items())
 
 
 class ChatSession:
@@ -119,51 +124,31 @@ class ChatSession:
         self.tm.codec.encode(self.template.neutralise(text))  # DataError: a character outside the vocabulary
 
     def _check_max_tokens(self, params: Mapping[str, Any]) -> None:
-        if params["max_tokens"] >= self.context:
+        if params["max_tokens"] is not None and params["max_tokens"] >= self.context:
             raise GenforgeError(f"max_tokens={params['max_tokens']} is invalid: the model's context is "
                                 f"{self.context} tokens, so allowed 1 .. {self.context - 1}")
 
-    def fit(self, user_text: str) -> tuple[str, list[dict[str, str]], int]:
-        """The prompt, the (possibly trimmed) history it used and the max_tokens that fits the context.
-
-        Drops the oldest exchanges until prompt + max_tokens fits; if even the system prompt and this
-        message alone leave less room than ``max_tokens``, the reply gets what is left (at least
-        ``MIN_REPLY_TOKENS``, else ``GenforgeError``).
-        """
-        user = [{"role": "user", "content": user_text}]
-        history = list(self.history)
-        want = self.params["max_tokens"]
-        while True:
-            prompt = self.template.render(self.messages(user, history))
-            n = len(self.tm.codec.encode(prompt))
-            if n + want <= self.context:
-                return prompt, history, want
-            if len(history) >= 2:
-                history = history[2:]
-                continue
-            room = self.context - n
-            if room < MIN_REPLY_TOKENS:
-                raise GenforgeError(f"that message is too long: with the system prompt the prompt is {n} tokens "
-                                    f"and the model's context is {self.context}; shorten it (or the /system "
-                                    "prompt)")
-            return prompt, history, room
+    def fit(self, user_text: str):
+        """The ``ChatWindow`` for ``user_text`` after the history: oldest exchanges dropped to fit."""
+        return fit_chat(self.messages([{"role": "user", "content": user_text}]), self.template.render,
+                        self.tm.codec.encode, self.context, self.params["max_tokens"], drop_oldest=True)
 
     # -- one turn -------------------------------------------------------------------------------------
     def send(self, user_text: str) -> str | None:
         """Generate and print a reply to ``user_text``; on success record the exchange and return the reply."""
         self.tm.codec.encode(self.template.neutralise(user_text))  # name a bad character by its place in the message
-        prompt, history, max_tokens = self.fit(user_text)
-        dropped = (len(self.history) - len(history)) // 2
-        if dropped and not self._told_dropping:
+        window = self.fit(user_text)
+        history = self.history[window.dropped:]
+        if window.dropped and not self._told_dropping:
             self.say(f"(the conversation is longer than the model's {self.context}-token context: "
                      "the oldest exchanges are dropped from now on)")
             self._told_dropping = True
-        if max_tokens < self.params["max_tokens"]:
-            self.say(f"(only {max_tokens} tokens of context are left for this reply)")
+        if window.shortened:
+            self.say(f"(only {window.max_tokens} tokens of context are left for this reply)")
         seed = self.params["seed"]
-        params = {**self.params, "max_tokens": max_tokens, "seed": None if seed is None else seed + self.turn}
+        params = {**self.params, "max_tokens": window.max_tokens, "seed": None if seed is None else seed + self.turn}
         self.turn += 1
-        pieces = self.tm.stream(prompt, stop=self.template.stop_strings(), **params)
+        pieces = self.tm.stream(window.prompt, stop=self.template.stop_strings(), **params)
         self.out.write(f"{self.name}> ")
         self.out.flush()
         text: list[str] = []
@@ -252,7 +237,7 @@ def run_chat(model_name: str | Path | Any, system: str | None = None, params: Ma
     if hasattr(model_name, "stream") and hasattr(model_name, "codec"):
         tm, name = model_name, Path(str(getattr(model_name, "path", None) or "model")).name
     else:
-        from ..pipelines.text import load
+        from ..pipelines import load
 
         tm, name = load(model_name, **dict(load_kwargs or {})), Path(str(model_name)).name
     session = ChatSession(tm, system, params, out, name=name)

@@ -1,11 +1,18 @@
 """Continuous batching: one decode loop serves every request of a model.
 
 Requests join and leave the running batch between steps (Yu et al. 2022, "Orca"): a new request
-is prefilled on its own, its KV cache copied into a free row of the shared cache, and from then on
-each step feeds one token per active row through ``GPT.step_rows``. Finished rows are compacted
+is prefilled on its own, its state copied into a free row of the shared batch state, and from then
+on each step feeds one token per active row through ``step_rows``. Finished rows are compacted
 away (the last row moves into the hole), so a step always runs over rows 0..n-1 and a lone request
-costs what it would cost alone. Sampling stays per request, with each request's own parameters
-and ``torch.Generator``, through the same ``sample_next`` the in-process samplers use.
+costs what it would cost alone. The engine knows the model only through ``BatchedStepModel``
+(``init_state``, ``step``, ``put_row``, ``move_row``, ``step_rows``) and runs the token loop's own
+pieces (``sampling.tokens``): prefill, penalty counts, ``sample_step`` and the sliding-window
+refill, each request with its own parameters and ``torch.Generator``. So a request produces exactly
+the tokens in-process generation produces for the same parameters and seed.
+
+With ``sliding_window`` a row whose state is full slides like in-process generation does (its most
+recent tokens are re-prefilled from position 0) instead of ending. A sampled ``eos_id`` ends its row
+("eos") without being handed over.
 
 The loop runs in one thread; callbacks hand tokens to the caller (the HTTP layer bridges them
 into asyncio). Cancelling a request (client gone, stop string seen) frees its row next step.
@@ -19,8 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..sampling.processors import sample_next
-from ..types import SamplingParams
+from ..errors import GenforgeError
+from ..sampling.tokens import model_device, penalty_counts, prefill, refill, sample_step, slide_keep
+from ..types import BatchedStepModel, SamplingParams
 
 TokenCallback = Callable[[int, float, list[tuple[int, float]] | None], None]
 DoneCallback = Callable[[str, BaseException | None], None]  # finish reason, error
@@ -37,8 +45,9 @@ class EngineRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine-side state
     generated: int = 0
-    last: int = 0
-    counts: torch.Tensor | None = None
+    ids: list[int] = field(default_factory=list)  # prompt + tokens sampled so far (a slide re-prefills from them)
+    counts: torch.Tensor | None = None  # (1, V) token counts for the penalties; None without them
+    ended: bool = False  # sampled the end-of-sequence token
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -51,22 +60,29 @@ def _top(logits: torch.Tensor, k: int) -> list[tuple[int, float]]:
 
 
 class BatchEngine:
-    """Owns a model's shared KV cache and decode thread. ``submit`` is safe from any thread."""
+    """Owns a model's batch state and decode thread. ``submit`` is safe from any thread."""
 
-    def __init__(self, model, max_batch: int = 16) -> None:
-        if not hasattr(model, "step_rows"):
-            raise TypeError(f"{type(model).__name__} has no step_rows: continuous batching needs a Transformer")
+    def __init__(self, model: BatchedStepModel, max_batch: int = 16, sliding_window: bool = False,
+                 eos_id: int | None = None) -> None:
+        if not isinstance(model, BatchedStepModel):
+            raise GenforgeError(f"a {type(model).__name__} model cannot be served: the server's batching needs "
+                                "put_row, move_row and step_rows (genforge.types.BatchedStepModel)")
         self.model = model
         self.max_batch = max_batch
         self.context = int(model.max_len)
+        self.sliding_window = sliding_window
+        self.keep = slide_keep(self.context) if sliding_window else None
+        self.eos_id = eos_id
+        self.device = model_device(model)
         self._pending: deque[EngineRequest] = deque()
         self._active: list[EngineRequest] = []
-        self._lengths = torch.zeros(max_batch, dtype=torch.long)
-        self._cache = None
+        self._lengths = torch.zeros(max_batch, dtype=torch.long)  # positions each row's state holds
+        self._state = None
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
         self.steps = 0  # batched decode steps run (for tests and metrics)
+        self.slides = 0  # rows re-prefilled because their state was full
         self.max_rows_seen = 0
 
     # --- public -----------------------------------------------------------------------------
@@ -125,38 +141,37 @@ class BatchEngine:
         if req.cancelled.is_set():
             req.on_done("cancelled", None)
             return
-        if self._cache is None:
-            self._cache = self.model.init_state(self.max_batch, self.context)
+        if self._state is None:
+            self._state = self.model.init_state(self.max_batch, self.context)
         n = len(req.prompt_ids)
-        single = self.model.init_state(1, n)
-        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self._cache.k.device)
-        logits, single = self.model.step(ids, single)
+        last, single = prefill(self.model, [req.prompt_ids], min(n + req.params.max_tokens, self.context))
         row = len(self._active)
-        self._cache.put_row(row, single, n)
+        self.model.put_row(self._state, row, single)
         self._lengths[row] = n
-        p = req.params
-        if p.repetition_penalty != 1.0 or p.frequency_penalty or p.presence_penalty:
-            req.counts = torch.zeros(1, self.model.vocab_size, device=logits.device)
-            req.counts[0].index_add_(0, ids[0], torch.ones(n, device=logits.device))
+        req.ids = list(req.prompt_ids)
+        req.counts = penalty_counts(req.params, req.prompt_ids, 1, self.model.vocab_size, last.device)
         self._active.append(req)
-        self._emit(req, logits[:, -1])
+        self._emit(req, last)
 
     def _emit(self, req: EngineRequest, logits: torch.Tensor) -> None:
         """Sample the request's next token from (1, V) logits and hand it over."""
-        tok, lp = sample_next(logits, req.params, req.counts, req.rng)
+        tok, lp = sample_step(logits, req.params, req.counts, req.rng)
         t = int(tok[0])
-        if req.counts is not None:
-            req.counts[0, t] += 1
-        req.last = t
+        req.ids.append(t)
         req.generated += 1
+        if t == self.eos_id:
+            req.ended = True
+            return
         req.on_token(t, float(lp[0]), _top(logits[0], req.top_logprobs) if req.top_logprobs else None)
 
     def _finish_reason(self, req: EngineRequest, row: int) -> str | None:
         if req.cancelled.is_set():
             return "cancelled"
+        if req.ended:
+            return "eos"
         if req.generated >= req.params.max_tokens:
             return "length"
-        if int(self._lengths[row]) + 1 >= self.context:
+        if self.keep is None and int(self._lengths[row]) + 1 >= self.context:
             return "length"
         return None
 
@@ -169,8 +184,7 @@ class BatchEngine:
                 continue
             last = len(self._active) - 1
             if row != last:
-                length = int(self._lengths[last])
-                self._cache.move_row(last, row, length + 1)
+                self.model.move_row(self._state, last, row, int(self._lengths[last]) + 1)
                 self._lengths[row] = self._lengths[last]
                 self._active[row] = self._active[last]
             self._active.pop()
@@ -182,14 +196,14 @@ class BatchEngine:
         if n == 0:
             return
         self.max_rows_seen = max(self.max_rows_seen, n)
-        device = self._cache.k.device
-        ids = torch.tensor([[r.last] for r in self._active], dtype=torch.long, device=device)
-        if n == 1:  # a lone row: the plain KV-cache step (no ragged mask), as the in-process samplers run it
-            view = self._cache.rows(1)
-            view.pos = int(self._lengths[0])
-            logits, _ = self.model.step(ids, view)
-        else:
-            logits = self.model.step_rows(ids, self._cache.rows(n), self._lengths[:n].to(device))  # (n, 1, V)
+        if self.keep is not None:
+            for row, req in enumerate(self._active):
+                if int(self._lengths[row]) >= self.context:  # full: slide as sampling.tokens.feed does
+                    self.model.put_row(self._state, row, refill(self.model, [req.ids], self.keep, self.context))
+                    self._lengths[row] = self.keep - 1
+                    self.slides += 1
+        ids = torch.tensor([[r.ids[-1]] for r in self._active], dtype=torch.long, device=self.device)
+        logits = self.model.step_rows(ids, self._state, self._lengths[:n].to(self.device))  # (n, 1, V)
         self._lengths[:n] += 1
         self.steps += 1
         for row, req in enumerate(self._active):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hmac
 import json
 
-OPEN_PATHS = ("/health",)  # always reachable, even with an API key configured
-PAGE_PATHS = ("/", "/static/")  # the studio page and its assets: static files, no model access
+# Reachable without the API key: the health probe, and the studio page with its assets (plain files with
+# no secrets and no model access; the page sends the key the user gives it with its API calls).
+OPEN_PATHS = ("/health", "/")
+OPEN_PREFIXES = ("/static/",)
 
 
 async def _send_error(send, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
@@ -33,8 +35,7 @@ class Guard:
             return await self.app(scope, receive, send)
         path = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        is_page = path == "/" or path.startswith("/static/")
-        if self.api_key and path not in OPEN_PATHS and not is_page:
+        if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             auth = headers.get("authorization", "")
             given = auth[7:].encode() if auth[:7].lower() == "bearer " else b""
             if not hmac.compare_digest(given, self.api_key):  # constant time, case-sensitive

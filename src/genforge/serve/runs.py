@@ -57,7 +57,16 @@ class ChoiceRun:
             return Event(self.index, finish_reason="error", error=error)
         safe, stopped = self.matcher.push(self.decoder.flush())
         rest = "" if stopped else self.matcher.flush()
-        return Event(self.index, safe + rest, finish_reason="stop" if stopped else "length")
+        return Event(self.index, safe + rest, finish_reason="stop" if stopped or reason == "eos" else "length")
+
+    def fail(self, error: BaseException) -> Event:
+        """End this choice with ``error`` (e.g. a token its codec cannot decode) and free its row."""
+        if self.request is not None:
+            self.request.cancel()
+        if self.done:
+            return Event(self.index)
+        self.done = True
+        return Event(self.index, finish_reason="error", error=error)
 
 
 class _LoopBridge:
@@ -65,6 +74,8 @@ class _LoopBridge:
 
     The engine emits a token for every active row in one go; waking the loop once per token cost
     ~17% of the decode thread at 16 streams, so callbacks queue here and one wake-up drains them.
+    A callback that raises never takes the rest of the burst with it: each runs on its own and an
+    error goes to the loop's exception handler (``GenerationRun`` turns its own errors into events).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -85,7 +96,11 @@ class _LoopBridge:
         with self.lock:
             items, self.items, self.scheduled = self.items, deque(), False
         for fn in items:
-            fn()
+            try:
+                fn()
+            except Exception as err:  # reported, and the other callbacks still run
+                self.loop.call_exception_handler({"message": "genforge: a generation callback failed",
+                                                  "exception": err})
 
 
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = weakref.WeakKeyDictionary()
@@ -106,12 +121,19 @@ class GenerationRun:
             p = params if params.seed is None or i == 0 else _with_seed(params, params.seed + i)
             choice.request = EngineRequest(
                 list(prompt_ids), p, top_logprobs=top_logprobs,
-                on_token=lambda t, lp, top, c=choice: self._put(c.on_token, t, lp, top),
-                on_done=lambda r, e, c=choice: self._put(c.on_done, r, e))
+                on_token=lambda t, lp, top, c=choice: self._put(c, c.on_token, t, lp, top),
+                on_done=lambda r, e, c=choice: self._put(c, c.on_done, r, e))
         self.engine = engine
 
-    def _put(self, fn, *args) -> None:
-        self.bridge.put(lambda: self.queue.put_nowait(fn(*args)))
+    def _put(self, choice: ChoiceRun, fn, *args) -> None:
+        def deliver() -> None:
+            try:
+                ev = fn(*args)
+            except Exception as err:  # a decode error: the choice ends with it, never silently short
+                ev = choice.fail(err)
+            self.queue.put_nowait(ev)
+
+        self.bridge.put(deliver)
 
     def start(self) -> None:
         for c in self.choices:

@@ -1,16 +1,21 @@
 """Request bodies of the OpenAI-compatible API and the OpenAI error shape.
 
-The pydantic models give the OpenAPI schema and first-line validation; ``api_error`` builds every
-error response, so all of them have OpenAI's body ``{"error": {message, type, param, code}}``.
+The pydantic models check types and give the OpenAPI schema; the ranges of the sampling parameters
+are ``SamplingParams``'s (shown in the schema from ``SAMPLING_RANGES``, checked once by
+``SamplingParams`` itself: ``sampling_params`` turns its error into a 400 naming the parameter).
+``APIError`` builds every error response, so all have OpenAI's body ``{"error": {message, type, param,
+code}}``.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_STOP = 4  # OpenAI's limit on stop sequences
+from ..types import SAMPLING_RANGES, SamplingParamError, SamplingParams, sampling_defaults
+
+DEFAULTS = sampling_defaults()
 
 
 def _not_a_bool(value):
@@ -18,6 +23,14 @@ def _not_a_bool(value):
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
     return value
+
+
+def _sampling(name: str, description: str, default: Any = ...) -> Any:
+    """A sampling parameter's field: its default and documented range are ``SamplingParams``'s."""
+    rule = SAMPLING_RANGES[name]
+    default = DEFAULTS[name] if default is ... else default
+    return Field(default=default, description=f"{description}; {rule.describe()}",
+                 json_schema_extra=rule.json_schema())
 
 
 class APIError(Exception):
@@ -44,14 +57,15 @@ class StreamOptions(BaseModel):
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    n: int = Field(default=1, ge=1, le=128)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    max_tokens: int | None = _sampling("max_tokens", "new tokens at most; omitted or null: as many as fit the "
+                                       "model's context", None)
+    temperature: float = _sampling("temperature", "sampling temperature")
+    top_p: float = _sampling("top_p", "nucleus sampling: keep the smallest set of tokens with this much probability")
+    n: int = Field(default=1, ge=1, description="choices to generate (at most the server's --max-n)")
+    stop: str | list[str] | None = Field(default=None, description="stop sequences; never part of the output")
+    seed: int | None = _sampling("seed", "same seed and parameters: same text")
+    presence_penalty: float = _sampling("presence_penalty", "subtracted from a token's logit once it appeared")
+    frequency_penalty: float = _sampling("frequency_penalty", "subtracted from a token's logit per appearance")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
@@ -59,13 +73,18 @@ class _Sampling(BaseModel):
     _numbers = field_validator("max_tokens", "temperature", "top_p", "n", "seed", "presence_penalty",
                                "frequency_penalty", mode="before")(_not_a_bool)
 
-    def stop_list(self) -> tuple[str, ...]:
+    def sampling_params(self) -> SamplingParams:
+        """The request's ``SamplingParams`` (max_tokens 1 when omitted: the context fit decides it later).
+
+        A value outside ``SamplingParams``'s rule is a 400 naming the parameter, before any model work.
+        """
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > MAX_STOP:
-            raise APIError(400, f"stop has {len(stops)} sequences; at most {MAX_STOP} are allowed", "stop")
-        if any(s == "" for s in stops):
-            raise APIError(400, "stop sequences must be non-empty strings", "stop")
-        return tuple(stops)
+        try:
+            return SamplingParams(max_tokens=1 if self.max_tokens is None else self.max_tokens,
+                                  temperature=self.temperature, top_p=self.top_p, stop=tuple(stops), seed=self.seed,
+                                  presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty)
+        except SamplingParamError as e:
+            raise APIError(400, str(e), e.param, "invalid_value") from None
 
 
 class CompletionRequest(_Sampling):
@@ -86,6 +105,9 @@ class ChatMessage(BaseModel):
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool = False
+    genforge_fit_context: bool = Field(default=False, description=(
+        "genforge: leave out the oldest messages (never the system message or the newest) until the prompt "
+        "and the reply fit the model's context; the response's genforge_context says how many"))
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     _top_logprobs = field_validator("top_logprobs", mode="before")(_not_a_bool)

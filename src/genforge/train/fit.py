@@ -1,14 +1,14 @@
-"""The one training loop: ``fit(RunConfig)``.
+"""The one training loop: ``fit(RunConfig)``, for every family.
 
-Written out, no callbacks: set the learning rate -> micro-steps (DDP ``no_sync`` on all but the
-last) -> clip -> step -> log; now and then evaluate and checkpoint. Everything that decides which
-numbers come out (weights, optimizer moments, data sampler, RNG) is checkpointed, so ``--resume``
+Written out, no callbacks: set the learning rate -> for each phase of the task: micro-steps (DDP
+``no_sync`` on all but the last) -> clip -> NaN guard -> step; log; now and then evaluate and
+checkpoint. The math (model, batches, losses, evaluation) is the task's (``train/tasks``), chosen by
+the recipe's ``[task] kind``. Everything that decides which numbers come out (weights, every
+optimizer's moments, the task's data sampler and EMA, RNG states) is checkpointed, so ``--resume``
 continues exactly where the run stopped.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,14 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import atomic_write_text
-from ..config import RunConfig
-from ..errors import CheckpointError, ConfigError, GenforgeError
-from . import runtime as rtm
-from .checkpoint import (
+from ..checkpoint import (
     list_checkpoints,
     load_tensors,
     load_weights,
@@ -32,10 +27,17 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from ..config import RunConfig
+from ..errors import CheckpointError, ConfigError, GenforgeError
+from ..registry import TASKS
+from . import runtime as rtm
 from .metrics import MetricsLog, plot_losses
-from .optim import lr_at, make_optimizers, set_lr
+from .optim import lr_at, set_lr
+from .tasks import Task
+from .tasks.lm import lm_loss  # noqa: F401  (re-exported: the loss of the default task)
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
+RESUME_FIXED = ("model", "codec", "data", "task")  # sections a resumed run may not change
 
 
 @dataclass
@@ -47,50 +49,9 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy (nats per token); logits upcast so bf16 never reaches the softmax."""
-    logits = model(x)
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
-
-
-def _build_codec(cfg: RunConfig):
-    from ..codecs.bpe import BPECodec
-    from ..codecs.char import CharCodec
-    from ..data.corpus import iter_corpus, read_corpus
-
-    if cfg.codec.kind == "char":
-        return CharCodec.from_text(read_corpus(cfg.data.corpus), unknown=cfg.codec.unknown or None)
-    return BPECodec.train(iter_corpus(cfg.data.corpus), vocab_size=cfg.codec.vocab_size)
-
-
-FINE_TUNABLE = ("dropout",)  # model fields a fine-tuning recipe may change from its base model
-
-
-def _config_defaults(kind: str) -> dict[str, Any]:
-    from ..models.rnn import RNNConfig
-    from ..models.transformer import GPTConfig
-
-    cls = {"transformer": GPTConfig, "rnn": RNNConfig}.get(kind)
-    return {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
-
-
-def _model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """The model kind and config fields to build: from the recipe, or from the base model when fine-tuning."""
-    fields = {k: v for k, v in cfg.model.items() if k != "kind"}
-    if base is not None:
-        base_fields = {k: v for k, v in base["model"].items() if k != "kind"}
-        defaults = _config_defaults(base["model"]["kind"])  # fields older models were saved without
-        for k, v in fields.items():
-            was = base_fields.get(k, defaults.get(k))
-            if k not in FINE_TUNABLE and was != v:
-                raise ConfigError(f"model.{k}={v!r} differs from train.init_from's {was!r}: when "
-                                  f"fine-tuning only {', '.join(FINE_TUNABLE)} may change; remove model.{k}")
-        return base["model"]["kind"], {**base_fields, **fields}
-    if "vocab_size" in fields and fields["vocab_size"] != vocab_size:
-        raise ConfigError(f"model.vocab_size={fields['vocab_size']} but the codec has {vocab_size} tokens: "
-                          "remove model.vocab_size, it is set from the codec")
-    fields["vocab_size"] = vocab_size
-    return cfg.model["kind"], fields
+def make_task(cfg: RunConfig, rt: rtm.Runtime) -> Task:
+    """The task the recipe names (``[task] kind``; ``lm`` when absent)."""
+    return TASKS.get(cfg.task.get("kind", "lm"), "task.kind")(cfg, rt)
 
 
 def _opt_prefix(j: int) -> str:
@@ -127,32 +88,8 @@ def _restore_optimizer(opts: list[torch.optim.Optimizer], tensors: dict[str, tor
         groups = groups[n:]
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, tokens, block: int, batch: int, steps: int, seed: int,
-             rt: rtm.Runtime) -> float:
-    """Mean loss over ``steps`` fixed random batches (the same batches at every evaluation)."""
-    from ..data.loader import WindowSampler
-
-    sampler = WindowSampler(tokens, block, batch, seed, split="val")
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=rt.device)
-    for _ in range(steps):
-        x, y = sampler.next_batch(rt.rank, rt.world_size)
-        with rt.autocast():
-            total += lm_loss(model, x.to(rt.device), y.to(rt.device))
-    model.train(was_training)
-    return float(rtm.mean_across(total / steps, rt))
-
-
 def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> FitResult:
     """Train per ``cfg``. ``stop_after`` ends the run early (with a checkpoint) at that step."""
-    from ..codecs import codec_from_dict
-    from ..data.loader import WindowSampler
-    from ..data.shards import prepare_shards
-    from ..models import build_model
-    from ..paths import data_home
-
     tc = cfg.train
     rt = rtm.setup(tc)
     if rt.is_main:
@@ -166,40 +103,19 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             raise GenforgeError(f"{out} already holds checkpoints: pass --resume to continue, "
                                 "or choose another --train.out_dir")
         meta = read_meta(ckpts[-1]) if resume else None
-        base_path = base = None
-        if tc.init_from and meta is None:  # fine-tuning: weights and codec come from the base model
-            from ..pipelines.registry import resolve_model
-
-            base_path = resolve_model(tc.init_from)
-            base = read_meta(base_path)
         if meta is not None:
-            for section in ("model", "codec", "data"):
-                if meta["config"][section] != cfg.to_dict()[section]:
+            saved = dict(meta["config"])
+            saved.setdefault("task", {"kind": "lm"})  # written before tasks had a section
+            for section in RESUME_FIXED:
+                if saved.get(section) != cfg.to_dict()[section]:
                     raise ConfigError(f"--resume with a different [{section}] than {ckpts[-1]} was trained "
                                       "with; only [train] settings may change on resume")
-
-        # encode: the codec is built once (rank 0), shared through a file, and travels in checkpoints
-        codec_file = out / "codec.json"
-        if rt.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            source = meta or base
-            codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg)
-            atomic_write_text(codec_file, json.dumps(codec.to_dict()))
-            shards = prepare_shards(cfg.data.corpus, codec, data_home() / "shards", cfg.data.val_fraction)
-        rtm.barrier(rt)
-        if not rt.is_main:
-            codec = codec_from_dict(json.loads(codec_file.read_text()))
-            shards = prepare_shards(cfg.data.corpus, codec, data_home() / "shards", cfg.data.val_fraction)
-
+        task = make_task(cfg, rt)
+        task.setup(out, meta)
         torch.manual_seed(tc.seed)
-        kind, fields = _model_spec(cfg, codec.vocab_size, meta or base)
-        model = build_model(kind, fields)
-        if base is not None:
-            load_weights(model, load_tensors(base_path, "model.safetensors", base), base_path)
-        model = model.to(rt.device)
-        block = model.config.block_size
-        opts = make_optimizers(model, tc, rt.device)
-        sampler = WindowSampler(shards.train, block, tc.batch_size, tc.seed, split="train")
+        model = task.build_model().to(rt.device)
+        opts = task.optimizers(model, rt.device)
+        phases = task.phases()
         micro = tc.batch_size // (rt.world_size * tc.grad_accum)
         if micro * rt.world_size * tc.grad_accum != tc.batch_size:
             raise ConfigError(f"train.batch_size={tc.batch_size} must divide by grad_accum ({tc.grad_accum}) "
@@ -210,7 +126,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             trainer = load_tensors(ckpts[-1], "trainer.safetensors", meta)
             state = meta["trainer"]
             _restore_optimizer(opts, {k: v.to(rt.device) for k, v in trainer.items()}, state["param_groups"])
-            sampler.load_state_dict({"rng": trainer["rng.data"], "batches": state["batches"]})
+            task.load_state(trainer, state)
             torch.set_rng_state(trainer["rng.torch"])
             if rt.device.type == "cuda" and "rng.cuda" in trainer:
                 torch.cuda.set_rng_state(trainer["rng.cuda"], rt.device)
@@ -222,11 +138,15 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                                                         if rt.device.type == "cuda" else None)
         if tc.compile:
             model = torch.compile(model)
+        # fp16 needs a loss scaler; TrainConfig refuses fp16 with more than one optimizer per phase
         scaler = torch.amp.GradScaler(rt.device.type) if rt.amp_dtype == torch.float16 else None
+        # each phase clips the parameters its optimizers step, in the model's own parameter order
+        owned = [{id(p) for j in ph.optimizers for g in opts[j].param_groups for p in g["params"]} for ph in phases]
+        clip_sets = [[p for p in raw.parameters() if id(p) in ids] for ids in owned]
 
         log = MetricsLog(out / "metrics.jsonl", resume_step=step if meta else None) if rt.is_main else None
         history: list[dict[str, Any]] = log.read() if log else []
-        tokens_per_step = tc.batch_size * block
+        unit = task.throughput_unit
         bad_run, val_loss, last_ckpt = 0, float("nan"), None
         bar = None
         if rt.is_main and tc.progress:
@@ -239,15 +159,14 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             if not rt.is_main:
                 return None
             opt_tensors, groups = _optimizer_tensors(opts)
-            trainer = dict(opt_tensors, **{"rng.torch": torch.get_rng_state(),
-                                            "rng.data": sampler.state_dict()["rng"]})
+            task_tensors, task_info = task.state()
+            trainer = dict(opt_tensors, **task_tensors, **{"rng.torch": torch.get_rng_state()})
             if rt.device.type == "cuda":
                 trainer["rng.cuda"] = torch.cuda.get_rng_state(rt.device)
             meta_out = {
-                "model": {"kind": kind, **fields}, "init_from": tc.init_from or None,
-                "codec": codec.to_dict(), "config": cfg.to_dict(), "step": step, "metrics": metrics,
-                "parameters": raw.num_parameters(),
-                "trainer": {"param_groups": groups, "batches": sampler.batches, "elapsed_s": elapsed,
+                **task.meta(), "config": cfg.to_dict(), "step": step, "metrics": metrics,
+                "parameters": sum(p.numel() for p in raw.parameters()),
+                "trainer": {"param_groups": groups, **task_info, "elapsed_s": elapsed,
                             "nonfinite_steps": bad_total, "world_size": rt.world_size,
                             "device": str(rt.device), "precision": str(rt.amp_dtype or "fp32")},
             }
@@ -261,22 +180,36 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
             t0 = time.perf_counter()
             lr = lr_at(step, tc)
             set_lr(opts, lr, tc)
-            x, y = sampler.next_batch(rt.rank, rt.world_size)
-            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-            loss_sum = torch.zeros((), device=rt.device)
-            for m in range(tc.grad_accum):
-                xs, ys = x[m * micro:(m + 1) * micro], y[m * micro:(m + 1) * micro]
-                sync = m == tc.grad_accum - 1 or rt.world_size == 1
-                ctx = model.no_sync() if not sync else _nullctx()
-                with ctx, rt.autocast():
-                    loss = lm_loss(model, xs, ys) / tc.grad_accum
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.detach()
-            if scaler:
-                scaler.unscale_(opts[0])  # fp16 runs have one optimizer (TrainConfig checks)
-            gnorm = nn.utils.clip_grad_norm_(raw.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            loss_val = float(rtm.mean_across(loss_sum, rt))
-            if not (math.isfinite(loss_val) and math.isfinite(float(gnorm))):
+            batch = tuple(t.to(rt.device, non_blocking=True) for t in task.next_batch(rt.rank, rt.world_size))
+            losses: list[float] = []
+            norms: list[float] = []
+            for phase, params in zip(phases, clip_sets):
+                phase_opts = [opts[j] for j in phase.optimizers]
+                loss_sum = torch.zeros((), device=rt.device)
+                for m in range(tc.grad_accum):
+                    part = tuple(t[m * micro:(m + 1) * micro] for t in batch)
+                    sync = m == tc.grad_accum - 1 or rt.world_size == 1
+                    ctx = model.no_sync() if not sync else _nullctx()
+                    with ctx, rt.autocast():
+                        loss = phase.loss(model, part) / tc.grad_accum
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    loss_sum += loss.detach()
+                if scaler:
+                    scaler.unscale_(phase_opts[0])
+                gnorm = nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+                losses.append(float(rtm.mean_across(loss_sum, rt)))
+                norms.append(float(gnorm))
+                if not (math.isfinite(losses[-1]) and math.isfinite(norms[-1])):
+                    break
+                if scaler:
+                    scaler.step(phase_opts[0])
+                    scaler.update()
+                else:
+                    for opt in phase_opts:
+                        opt.step()
+                for opt in opts:  # also clears what this phase's loss left on other phases' parameters
+                    opt.zero_grad(set_to_none=True)
+            if not (math.isfinite(losses[-1]) and math.isfinite(norms[-1])):
                 bad_run += 1
                 bad_total += 1
                 for opt in opts:
@@ -289,40 +222,31 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                                         "checkpoint is kept")
                 continue
             bad_run = 0
-            if scaler:
-                scaler.step(opts[0])
-                scaler.update()
-            else:
-                for opt in opts:
-                    opt.step()
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
+            task.after_step(raw)
             step += 1
             elapsed += time.perf_counter() - t0
             steps_since_log += 1
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{losses[0]:.4f}", lr=f"{lr:.2e}")
             if log and (step % tc.log_interval == 0 or step == end):
                 now = time.perf_counter()
-                rec = {"step": step, "loss": loss_val, "lr": lr, "grad_norm": float(gnorm),
-                       "tokens_per_s": steps_since_log * tokens_per_step / max(now - t_log, 1e-9),
+                rec = {"step": step, "loss": losses[0], "lr": lr, "grad_norm": norms[0],
+                       f"{unit}_per_s": steps_since_log * task.items_per_step() / max(now - t_log, 1e-9),
                        "elapsed_s": round(elapsed, 3)}
+                for i, (lv, nv) in enumerate(zip(losses[1:], norms[1:]), start=1):
+                    rec[f"loss_{i}"], rec[f"grad_norm_{i}"] = lv, nv
                 log.write(rec)
                 history.append(rec)
                 t_log, steps_since_log = now, 0
             if step % tc.eval_interval == 0 or step == end:
-                val_loss = evaluate(raw, shards.val, block, tc.batch_size, tc.eval_steps, tc.seed + 1, rt)
-                rec = {"step": step, "val_loss": val_loss, "val_bits_per_token": val_loss / math.log(2),
-                       "elapsed_s": round(elapsed, 3)}
-                # bits per character makes char and BPE models comparable (corpus-wide chars/token)
-                cpt = shards.meta.get("chars", 0) / max(1, shards.meta.get("total_tokens", 0))
-                if cpt:
-                    rec["val_bits_per_char"] = val_loss / math.log(2) / cpt
+                metrics = task.evaluate(raw)
+                val_loss = metrics.get("val_loss", float("nan"))
+                rec = {"step": step, **metrics, "elapsed_s": round(elapsed, 3)}
                 if log:
                     log.write(rec)
                     history.append(rec)
-                    plot_losses(history, out / "loss.png", title=f"{out.name}: {cfg.model['kind']}")
+                    plot_losses(history, out / "loss.png", title=f"{out.name}: {cfg.model.get('kind', task.kind)}")
                 if bar:
                     bar.write(f"step {step}: val loss {val_loss:.4f} ({val_loss / math.log(2):.3f} bits/token)")
                 last_ckpt = checkpoint(step, {"val_loss": val_loss})

@@ -5,10 +5,11 @@
 const $ = (id) => document.getElementById(id);
 
 const KEY_STORE = "genforge.apiKey";
-const PARAMS_STORE = "genforge.studio.params";
+const PARAMS_STORE = "genforge.studio.params.v2"; // only the values the user changed from the defaults
 const MODEL_STORE = "genforge.studio.models";
-const DEFAULTS = { max_tokens: 200, temperature: 0.8, top_p: 0.95, seed: "", stop: "" };
-const MAX_STOPS = 4;
+// The defaults and ranges of the parameters come from the server (/v1/models: genforge_sampling, which is
+// SamplingParams' one rule); the server also checks every value, so the page keeps no copy of either.
+let DEFAULTS = { max_tokens: "", temperature: "", top_p: "", seed: "", stop: "" };
 
 // ---------------------------------------------------------------- modalities and tabs
 // Each tab lists the models it can drive; a tab is shown only when at least one model qualifies.
@@ -25,7 +26,7 @@ const state = {
   models: [],
   tab: null,
   text: { controller: null },
-  chat: { controller: null, messages: [], epoch: 0 },
+  chat: { controller: null, messages: [], bubbles: new Map(), epoch: 0 }, // bubbles: message -> its element
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -205,6 +206,7 @@ async function streamRequest(url, body, { signal, pick, onPiece }) {
       if (ch.finish_reason) r.finish = ch.finish_reason;
     }
     if (msg && msg.usage) r.usage = msg.usage;
+    if (msg && msg.genforge_context) r.context = msg.genforge_context; // what the server fitted (chat)
   };
   try {
     const res = await fetch(url, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
@@ -248,54 +250,79 @@ function decodeEscapes(s) {
 }
 
 function readParams() {
-  const num = (id, lo, hi, name) => {
-    const el = $(id);
-    const v = Number(el.value);
-    if (el.value.trim() === "" || !Number.isFinite(v) || v < lo || v > hi) {
-      throw new StudioError(`${name} must be a number from ${lo} to ${hi}.`);
+  // Only the type is checked here; the server checks the range and names a bad parameter.
+  const p = {};
+  const num = (id, key, label, whole = false) => {
+    const raw = $(id).value.trim();
+    if (raw === "") return; // empty: the server's default (max tokens: as many as fit the context)
+    const v = Number(raw);
+    if (!Number.isFinite(v) || (whole && !Number.isInteger(v))) {
+      throw new StudioError(`${label} must be ${whole ? "a whole number" : "a number"} (or empty for the default).`);
     }
-    return v;
+    p[key] = v;
   };
-  const p = {
-    temperature: num("temperature", 0, 2, "Temperature"),
-    top_p: num("top-p", 0.01, 1, "Top-p"),
-  };
-  // Empty max tokens: leave it to the server (OpenAI's default is "as many as fit").
-  if ($("max-tokens").value.trim() !== "") p.max_tokens = Math.round(num("max-tokens", 1, 1e9, "Max tokens"));
-  const seed = $("seed").value.trim();
-  if (seed !== "") {
-    if (!/^-?\d+$/.test(seed)) throw new StudioError("Seed must be a whole number (or empty for random).");
-    p.seed = Number(seed);
-  }
+  num("max-tokens", "max_tokens", "Max tokens", true);
+  num("temperature", "temperature", "Temperature");
+  num("top-p", "top_p", "Top-p");
+  num("seed", "seed", "Seed", true);
   const stops = $("stop-seqs").value.split("\n").filter((s) => s !== "").map(decodeEscapes);
-  if (stops.length > MAX_STOPS) throw new StudioError(`At most ${MAX_STOPS} stop sequences.`);
   if (stops.length) p.stop = stops;
   return p;
 }
 
 const PARAM_FIELDS = { max_tokens: "max-tokens", temperature: "temperature", top_p: "top-p", seed: "seed", stop: "stop-seqs" };
 
+function asField(v) {
+  if (v === null || v === undefined) return "";
+  return Array.isArray(v) ? v.join("\n") : String(v);
+}
+
+function savedParams() {
+  try {
+    return JSON.parse(storageGet(PARAMS_STORE, "{}")) || {};
+  } catch {
+    return {};
+  }
+}
+
 function saveParams() {
   const o = {};
-  for (const [k, id] of Object.entries(PARAM_FIELDS)) o[k] = $(id).value;
-  storageSet(PARAMS_STORE, JSON.stringify(o));
+  for (const [k, id] of Object.entries(PARAM_FIELDS)) if ($(id).value !== DEFAULTS[k]) o[k] = $(id).value;
+  storageSet(PARAMS_STORE, Object.keys(o).length ? JSON.stringify(o) : "");
 }
 
 function loadParams(values) {
   for (const [k, id] of Object.entries(PARAM_FIELDS)) {
     if (values[k] !== undefined && values[k] !== null) $(id).value = String(values[k]);
   }
-  for (const id of ["temperature", "top-p"]) $(`${id}-range`).value = $(id).value;
+  for (const id of ["temperature", "top-p"]) if ($(id).value !== "") $(`${id}-range`).value = $(id).value;
+}
+
+// The server's defaults and ranges for text models: fill the fields (the user's changes win) and bound the
+// sliders and number fields.
+function applySampling(sampling) {
+  if (!sampling || !sampling.defaults) return;
+  DEFAULTS = {};
+  for (const k of Object.keys(PARAM_FIELDS)) DEFAULTS[k] = asField(sampling.defaults[k]);
+  const limits = sampling.limits || {};
+  for (const [k, id] of Object.entries(PARAM_FIELDS)) {
+    const lim = limits[k];
+    if (!lim) continue;
+    const step = Number($(id).step) || 0;
+    const lo = lim.minimum ?? (lim.exclusiveMinimum !== undefined ? lim.exclusiveMinimum + step : undefined);
+    const hi = lim.maximum ?? (lim.exclusiveMaximum !== undefined ? lim.exclusiveMaximum - step : undefined);
+    for (const el of [$(id), document.getElementById(`${id}-range`)]) {
+      if (!el) continue;
+      if (lo !== undefined) el.min = String(lo);
+      if (hi !== undefined) el.max = String(hi);
+    }
+  }
+  loadParams({ ...DEFAULTS, ...savedParams() });
+  $("max-tokens").placeholder = DEFAULTS.max_tokens === "" ? "as many as fit" : "";
 }
 
 function setupParams() {
-  let saved = {};
-  try {
-    saved = JSON.parse(storageGet(PARAMS_STORE, "{}")) || {};
-  } catch {
-    saved = {};
-  }
-  loadParams({ ...DEFAULTS, ...saved });
+  loadParams(savedParams());
   for (const id of ["temperature", "top-p"]) {
     const num = $(id);
     const range = $(`${id}-range`);
@@ -395,6 +422,8 @@ async function loadModels() {
     if (!res.ok) throw await httpError(res);
     const body = await res.json();
     state.models = Array.isArray(body.data) ? body.data : [];
+    const textModel = state.models.find((m) => modality(m) === "text" && m.genforge_sampling);
+    if (textModel) applySampling(textModel.genforge_sampling);
     const n = state.models.length;
     status.dataset.state = "ok";
     status.textContent = `Connected · ${n} model${n === 1 ? "" : "s"}`;
@@ -606,7 +635,9 @@ async function sendChat() {
   const userMsg = { role: "user", content: text };
   state.chat.messages.push(userMsg);
   const userBubble = addBubble("user", text);
+  state.chat.bubbles.set(userMsg, userBubble.msg);
   input.value = "";
+  const sent = [...state.chat.messages];
 
   const messages = [];
   const system = $("system-prompt").value.trim();
@@ -624,7 +655,10 @@ async function sendChat() {
   setChatBusy(true);
   $("chat-stats").textContent = "Generating…";
 
-  const r = await streamRequest("v1/chat/completions", { model, messages, ...params, stream: true }, {
+  // genforge_fit_context: the server leaves out the oldest messages that no longer fit the model's context
+  // (never the system prompt) and says how many; an empty max tokens then means "what fits".
+  const body = { model, messages, ...params, stream: true, genforge_fit_context: true };
+  const r = await streamRequest("v1/chat/completions", body, {
     signal: controller.signal,
     pick: (ch) => (ch.delta ? ch.delta.content : ch.message ? ch.message.content : undefined),
     onPiece: (piece) => {
@@ -643,19 +677,46 @@ async function sendChat() {
     // The turn failed: take it back so the history stays user/assistant pairs, and give the text back.
     const i = state.chat.messages.lastIndexOf(userMsg);
     if (i >= 0) state.chat.messages.splice(i, 1);
+    state.chat.bubbles.delete(userMsg);
     userBubble.msg.remove();
     reply.msg.remove();
     if (!input.value) input.value = text;
     showError(errBox, r.error);
   } else {
     if (r.finish === "aborted") reply.msg.classList.add("stopped");
-    if (content) state.chat.messages.push({ role: "assistant", content });
-    else if (r.finish === "aborted") reply.body.textContent = "(stopped before any text)";
+    if (content) {
+      const replyMsg = { role: "assistant", content };
+      state.chat.messages.push(replyMsg);
+      state.chat.bubbles.set(replyMsg, reply.msg);
+    } else if (r.finish === "aborted") reply.body.textContent = "(stopped before any text)";
     else reply.body.textContent = "(empty reply)";
     reply.msg.dataset.finish = r.finish || "";
   }
   $("chat-stats").textContent = r.error ? "" : statsLine(r);
+  if (!r.error && r.context) showContextNote(sent, r.context, params.max_tokens);
   if (document.activeElement === document.body || document.activeElement === $("chat-send")) input.focus();
+}
+
+// Grey out the messages the server left out of the model's context, and say so.
+function showContextNote(sent, ctx, askedMaxTokens) {
+  const dropped = Number(ctx.dropped_messages) || 0;
+  sent.forEach((m, i) => {
+    const el = state.chat.bubbles.get(m);
+    if (!el) return;
+    el.classList.toggle("dropped", i < dropped);
+    if (i < dropped) el.title = "Left out: no longer fits the model's context";
+    else el.removeAttribute("title");
+  });
+  const notes = [];
+  if (dropped) {
+    notes.push(`The model's context holds ${ctx.context_length} tokens, so the ${dropped === 1 ? "oldest message" :
+      `${dropped} oldest messages`} (greyed out) ${dropped === 1 ? "was" : "were"} left out of this reply; the system prompt is always kept.`);
+  }
+  if (askedMaxTokens && ctx.max_tokens < askedMaxTokens) {
+    notes.push(`Only ${ctx.max_tokens} tokens of context were left for the reply (max tokens is ${askedMaxTokens}).`);
+  }
+  $("chat-note").textContent = notes.join(" ");
+  $("chat-note").hidden = notes.length === 0;
 }
 
 function resetChat() {
@@ -664,6 +725,9 @@ function resetChat() {
   state.chat.controller = null;
   setChatBusy(false);
   state.chat.messages = [];
+  state.chat.bubbles.clear();
+  $("chat-note").textContent = "";
+  $("chat-note").hidden = true;
   $("chat-log").replaceChildren();
   clearError($("chat-error"));
   $("chat-stats").textContent = "";

@@ -1,0 +1,75 @@
+"""``POST /v1/chat/completions``: a reply to role messages, rendered with the model's chat template.
+
+With ``genforge_fit_context`` (the studio sends it) the oldest messages that do not fit the model's
+context are left out, and the response's ``genforge_context`` says how many; without it, OpenAI's
+semantics hold (an explicit ``max_tokens`` that does not fit is a 400).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fastapi import APIRouter, Request
+
+from ...errors import GenforgeError
+from ...types import Codec
+from ..context_fit import ContextLengthError, fit_chat
+from ..schemas import APIError, ChatRequest
+from ..state import Server
+from ..textgen import TextJob, TextSurface, Token, respond
+from .completions import context_error
+
+router = APIRouter()
+
+
+class ChatCompletions(TextSurface):
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
+
+    def choice(self, index, text, logprobs, finish_reason):
+        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                "finish_reason": finish_reason}
+
+    def delta(self, ev, logprobs):
+        return {"index": ev.index, "delta": {"content": ev.text} if ev.text else {}, "logprobs": logprobs,
+                "finish_reason": ev.finish_reason}
+
+    def opening(self, n: int) -> list[dict]:
+        return [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for i in range(n)]
+
+    def logprobs(self, codec: Codec, tokens: list[Token], top: int) -> dict:
+        def entry(token: int, logprob: float) -> dict:
+            text = codec.decode([token])
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+        return {"content": [{**entry(t, lp), "top_logprobs": [entry(a, b) for a, b in (alts or [])]}
+                            for t, lp, alts in tokens]}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, req: ChatRequest, state: Server):
+    m = state.get(req.model)
+    params = req.sampling_params()
+    messages = [msg.model_dump(exclude_none=True) for msg in req.messages]
+    for i, msg in enumerate(messages):  # name the message a character outside the vocabulary is in
+        try:
+            m.tm.codec.encode(m.template.neutralise(msg["content"]))
+        except GenforgeError as e:
+            raise APIError(400, f"message {i} ({msg['role']}): {e}", "messages", "invalid_messages") from None
+    try:
+        window = fit_chat(messages, m.template.render, m.tm.codec.encode, m.context_length, req.max_tokens,
+                          drop_oldest=req.genforge_fit_context, slide=m.engine.sliding_window)
+    except ContextLengthError as e:
+        raise context_error(e) from None
+    except GenforgeError as e:  # malformed messages, or text outside the vocabulary
+        raise APIError(400, str(e), "messages", "invalid_messages") from None
+    extra = {"genforge_context": {"dropped_messages": window.dropped, "prompt_tokens": len(window.prompt_ids),
+                                  "max_tokens": window.max_tokens, "context_length": m.context_length}} \
+        if req.genforge_fit_context else {}
+    # the template's end of turn joins the user's stop strings (matched on the text, not checked as params)
+    stops = params.stop + tuple(s for s in m.template.stop_strings() if s not in params.stop)
+    top = (req.top_logprobs or 0) if req.logprobs else 0
+    job = TextJob(m, window.prompt_ids, replace(params, max_tokens=window.max_tokens), req.n, stops, req.stream,
+                  bool(req.stream_options and req.stream_options.include_usage), req.logprobs, top, extra=extra)
+    return await respond(request, state, ChatCompletions(), job)

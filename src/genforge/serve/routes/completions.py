@@ -1,0 +1,67 @@
+"""``POST /v1/completions``: continue a prompt (OpenAI's legacy completions API)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fastapi import APIRouter, Request
+
+from ...errors import GenforgeError
+from ...types import Codec
+from ..context_fit import ContextLengthError, fit_max_tokens
+from ..schemas import APIError, CompletionRequest
+from ..state import Served, Server
+from ..textgen import TextJob, TextSurface, Token, respond
+
+router = APIRouter()
+
+
+class Completions(TextSurface):
+    object = chunk_object = "text_completion"
+    id_prefix = "cmpl"
+
+    def choice(self, index, text, logprobs, finish_reason):
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    def delta(self, ev, logprobs):
+        return self.choice(ev.index, ev.text, logprobs, ev.finish_reason)
+
+    def logprobs(self, codec: Codec, tokens: list[Token], top: int) -> dict:
+        return {"tokens": [codec.decode([t]) for t, _, _ in tokens], "token_logprobs": [lp for _, lp, _ in tokens],
+                "top_logprobs": [{codec.decode([a]): b for a, b in (alts or [])} for _, _, alts in tokens]
+                if top else None, "text_offset": None}
+
+
+def encode(m: Served, text: str, param: str) -> list[int]:
+    """Token ids of request text, or a 400 naming ``param`` (text outside the vocabulary, empty text)."""
+    try:
+        ids = m.tm.codec.encode(text)
+    except GenforgeError as e:
+        raise APIError(400, str(e), param, "invalid_prompt") from None
+    if not ids:
+        raise APIError(400, f"{param} is empty: give at least one token of text", param, "invalid_prompt")
+    return ids
+
+
+def context_error(e: ContextLengthError) -> APIError:
+    return APIError(400, str(e), "max_tokens", "context_length_exceeded")
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, req: CompletionRequest, state: Server):
+    m = state.get(req.model)
+    params = req.sampling_params()
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise APIError(400, "a list prompt must hold exactly one string here; send one request per prompt",
+                           "prompt")
+        prompt = prompt[0]
+    ids = encode(m, prompt, "prompt")
+    try:
+        max_tokens = fit_max_tokens(len(ids), m.context_length, req.max_tokens, slide=m.engine.sliding_window)
+    except ContextLengthError as e:
+        raise context_error(e) from None
+    job = TextJob(m, ids, replace(params, max_tokens=max_tokens), req.n, params.stop, req.stream,
+                  bool(req.stream_options and req.stream_options.include_usage), req.logprobs is not None,
+                  req.logprobs or 0, prompt if req.echo else "")
+    return await respond(request, state, Completions(), job)

@@ -1,0 +1,37 @@
+"""``GET /health`` and ``GET /v1/models``: what is served, each model's modality and its defaults.
+
+Each model entry carries genforge fields beside OpenAI's: its modality, context length, whether it
+is a chat model, and ``genforge_sampling``: the defaults and ranges of its parameters (from
+``SamplingParams``), which the studio shows instead of keeping a copy.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...types import SAMPLING_RANGES, sampling_defaults
+from ..state import Served, Server
+
+router = APIRouter()
+STUDIO_PARAMS = ("max_tokens", "temperature", "top_p", "seed")  # the parameters the studio's controls set
+BOUNDED = ("max_tokens", "temperature", "top_p")  # those with a slider or number field to bound
+
+
+@router.get("/health")
+async def health(state: Server):
+    return {"status": "ok", "models": list(state.models), "inflight": state.inflight}
+
+
+def sampling(m: Served) -> dict:
+    """Defaults (max_tokens None: what fits the context) and JSON Schema bounds of the text parameters."""
+    defaults = {**sampling_defaults(*STUDIO_PARAMS), "max_tokens": None, "stop": []}
+    limits = {name: SAMPLING_RANGES[name].json_schema() for name in BOUNDED}
+    limits["max_tokens"]["maximum"] = m.context_length - 1
+    return {"defaults": defaults, "limits": limits}
+
+
+@router.get("/v1/models")
+async def models(state: Server):
+    return {"object": "list", "data": [
+        {"id": m.name, "object": "model", "created": 0, "owned_by": "genforge", "genforge_modality": m.modality,
+         "genforge_context_length": m.context_length, "genforge_chat": m.chat, "genforge_sampling": sampling(m)}
+        for m in state.models.values()]}

@@ -1,0 +1,160 @@
+"""One text generation request over the batch engine, for every text surface (completions, chat).
+
+A surface (``TextSurface``) says how its choices, chunks and log-probabilities look; admission, the
+engine run, disconnect checks, streaming, usage and errors are the same for every surface and live
+here once. Errors found before generation are plain HTTP errors; an error during generation is a 500
+(or, streaming, an error event and then ``data: [DONE]``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..types import Codec, SamplingParams
+from .runs import Event, GenerationRun
+from .schemas import APIError
+from .state import Served, ServerState
+
+Token = tuple[int, float, list | None]  # (id, logprob, top alternatives)
+
+
+class TextSurface:
+    """How one API surface writes its results; subclasses fill in the shapes."""
+
+    object = ""  # the "object" of a whole response
+    chunk_object = ""  # the "object" of a streamed chunk
+    id_prefix = ""
+
+    def choice(self, index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> dict:
+        raise NotImplementedError
+
+    def delta(self, ev: Event, logprobs: dict | None) -> dict:
+        raise NotImplementedError
+
+    def opening(self, n: int) -> list[dict]:
+        """Choices of a first chunk sent before any token (chat: the assistant role)."""
+        return []
+
+    def logprobs(self, codec: Codec, tokens: list[Token], top: int) -> dict:
+        raise NotImplementedError
+
+
+@dataclass
+class TextJob:
+    """A validated request: what to generate and how to answer."""
+
+    model: Served
+    prompt_ids: list[int]
+    params: SamplingParams  # max_tokens already fitted to the context
+    n: int
+    stops: tuple[str, ...]  # matched on the text: the user's and a chat template's
+    stream: bool
+    include_usage: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+    echo: str = ""  # put before the text of each whole (not streamed) choice
+    extra: dict[str, Any] = field(default_factory=dict)  # genforge fields of the response / first chunk
+
+
+async def respond(request: Request, state: ServerState, surface: TextSurface, job: TextJob):
+    """Run ``job`` and answer: a whole response, or an SSE stream when ``job.stream``."""
+    if job.n > state.settings.max_n:
+        raise APIError(400, f"n={job.n} exceeds this server's limit of {state.settings.max_n}", "n")
+    run = GenerationRun(job.model.engine, job.model.tm.codec, job.prompt_ids, job.params, job.n, job.stops,
+                        job.top_logprobs)
+    state.admit()
+    try:
+        run.start()
+    except RuntimeError as e:
+        state.inflight -= 1
+        raise APIError(503, str(e), None, "unavailable", "server_error") from None
+    rid, created = f"{surface.id_prefix}-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def head(obj: str) -> dict:
+        return {"id": rid, "object": obj, "created": created, "model": job.model.name}
+
+    if job.stream:
+        return StreamingResponse(_sse(state, surface, job, run, head(surface.chunk_object)),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    try:
+        texts, reasons = [""] * job.n, [None] * job.n
+        tokens: list[list[Token]] = [[] for _ in range(job.n)]
+        async for ev in _events_while_connected(request, run):
+            if ev is None:
+                return JSONResponse({}, status_code=499)  # the client went away
+            if ev.error is not None:
+                raise APIError(500, f"generation failed: {ev.error}", None, None, "server_error")
+            texts[ev.index] += ev.text
+            tokens[ev.index].extend(ev.tokens)
+            if ev.finish_reason:
+                reasons[ev.index] = ev.finish_reason
+    finally:
+        run.cancel()
+        state.inflight -= 1
+    codec = job.model.tm.codec
+    choices = [surface.choice(i, job.echo + texts[i],
+                              surface.logprobs(codec, tokens[i], job.top_logprobs) if job.logprobs else None,
+                              reasons[i]) for i in range(job.n)]
+    return {**head(surface.object), "choices": choices, "usage": _usage(run),
+            "system_fingerprint": None, **job.extra}
+
+
+async def _events_while_connected(request: Request, run: GenerationRun) -> AsyncIterator[Event | None]:
+    """The run's events; ``None`` (then the end) once the client has gone (checked every 0.25 s)."""
+    events = run.events().__aiter__()
+    check_at = time.monotonic() + 0.25
+    while True:
+        nxt = asyncio.ensure_future(events.__anext__())
+        while not nxt.done():
+            await asyncio.wait({nxt}, timeout=max(0.01, check_at - time.monotonic()))
+            if time.monotonic() >= check_at:  # every 0.25 s, also while tokens keep arriving
+                check_at = time.monotonic() + 0.25
+                if await request.is_disconnected():
+                    nxt.cancel()
+                    run.cancel()
+                    yield None
+                    return
+        try:
+            yield nxt.result()
+        except StopAsyncIteration:
+            return
+
+
+async def _sse(state: ServerState, surface: TextSurface, job: TextJob, run: GenerationRun, head: dict):
+    def chunk(choices: list[dict], usage: dict | None = None, extra: dict | None = None) -> str:
+        body = {**head, "choices": choices, **(extra or {})}
+        if job.include_usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    try:
+        opening = surface.opening(job.n)
+        if opening or job.extra:
+            yield chunk(opening, extra=job.extra)
+        async for ev in run.events():
+            if ev.error is not None:
+                err = APIError(500, f"generation failed: {ev.error}", None, None, "server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
+                break
+            lp = surface.logprobs(job.model.tm.codec, ev.tokens, job.top_logprobs) \
+                if job.logprobs and ev.tokens else None
+            yield chunk([surface.delta(ev, lp)])
+        if job.include_usage:
+            yield chunk([], _usage(run))
+        yield "data: [DONE]\n\n"
+    finally:  # normal end, error, or the client went away: free the rows either way
+        run.cancel()
+        state.inflight -= 1
+
+
+def _usage(run: GenerationRun) -> dict:
+    return {"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens,
+            "total_tokens": run.prompt_tokens + run.completion_tokens}

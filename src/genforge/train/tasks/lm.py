@@ -1,0 +1,166 @@
+"""Language modelling: next-token prediction over token windows of a text corpus (``[task] kind = "lm"``).
+
+The codec is built once (by rank 0), shared through ``codec.json`` in the run folder, and travels in
+every checkpoint. Fine-tuning (``train.init_from``) takes the base model's codec, shape and weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...atomic import atomic_write_text
+from ...config import RunConfig
+from ...errors import ConfigError
+from .. import runtime as rtm
+from . import Batch, Phase
+
+FINE_TUNABLE = ("dropout",)  # model fields a fine-tuning recipe may change from its base model
+
+
+def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Next-token cross-entropy (nats per token); logits upcast so bf16 never reaches the softmax."""
+    logits = model(x)
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+
+
+def _build_codec(cfg: RunConfig):
+    from ...data.corpus import iter_corpus, read_corpus
+    from ...registry import CODECS
+
+    cls = CODECS.get(cfg.codec.kind, "codec.kind")
+    if cfg.codec.kind == "char":
+        return cls.from_text(read_corpus(cfg.data.corpus), unknown=cfg.codec.unknown or None)
+    return cls.train(iter_corpus(cfg.data.corpus), vocab_size=cfg.codec.vocab_size)
+
+
+def _config_defaults(kind: str) -> dict[str, Any]:
+    from ...registry import MODELS
+
+    cls = MODELS.get(kind, "model.kind").config_class
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def model_spec(cfg: RunConfig, vocab_size: int, base: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The model kind and config fields to build: from the recipe, or from the base model when fine-tuning."""
+    fields = {k: v for k, v in cfg.model.items() if k != "kind"}
+    if base is not None:
+        base_fields = {k: v for k, v in base["model"].items() if k != "kind"}
+        defaults = _config_defaults(base["model"]["kind"])  # fields older models were saved without
+        for k, v in fields.items():
+            was = base_fields.get(k, defaults.get(k))
+            if k not in FINE_TUNABLE and was != v:
+                raise ConfigError(f"model.{k}={v!r} differs from train.init_from's {was!r}: when "
+                                  f"fine-tuning only {', '.join(FINE_TUNABLE)} may change; remove model.{k}")
+        return base["model"]["kind"], {**base_fields, **fields}
+    if "vocab_size" in fields and fields["vocab_size"] != vocab_size:
+        raise ConfigError(f"model.vocab_size={fields['vocab_size']} but the codec has {vocab_size} tokens: "
+                          "remove model.vocab_size, it is set from the codec")
+    fields["vocab_size"] = vocab_size
+    return cfg.model["kind"], fields
+
+
+class LanguageModelTask:
+    kind = "lm"
+    throughput_unit = "tokens"
+
+    def __init__(self, cfg: RunConfig, rt: rtm.Runtime) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.base_path: Path | None = None
+        self.base: dict[str, Any] | None = None
+
+    def setup(self, out: Path, resume_meta: dict[str, Any] | None) -> None:
+        from ...checkpoint import read_meta
+        from ...codecs import codec_from_dict
+        from ...data.loader import WindowSampler
+        from ...data.shards import prepare_shards
+        from ...paths import data_home
+
+        cfg, rt = self.cfg, self.rt
+        if cfg.train.init_from and resume_meta is None:  # fine-tuning: weights and codec from the base
+            from ...store import resolve_model
+
+            self.base_path = resolve_model(cfg.train.init_from)
+            self.base = read_meta(self.base_path)
+        codec_file = out / "codec.json"
+        if rt.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            source = resume_meta or self.base
+            self.codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg)
+            atomic_write_text(codec_file, json.dumps(self.codec.to_dict()))
+            self.shards = prepare_shards(cfg.data.corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
+        rtm.barrier(rt)
+        if not rt.is_main:
+            self.codec = codec_from_dict(json.loads(codec_file.read_text()))
+            self.shards = prepare_shards(cfg.data.corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
+        self.model_kind, self.fields = model_spec(cfg, self.codec.vocab_size, resume_meta or self.base)
+        self.block = self.fields.get("block_size") or _config_defaults(self.model_kind)["block_size"]
+        self.sampler = WindowSampler(self.shards.train, self.block, cfg.train.batch_size, cfg.train.seed,
+                                     split="train")
+
+    def build_model(self) -> nn.Module:
+        from ...checkpoint import load_tensors, load_weights
+        from ...models import build_model
+
+        model = build_model(self.model_kind, self.fields)
+        if self.base is not None:
+            load_weights(model, load_tensors(self.base_path, "model.safetensors", self.base), self.base_path)
+        return model
+
+    def optimizers(self, model: nn.Module, device: torch.device) -> list[torch.optim.Optimizer]:
+        from ..optim import make_optimizers
+
+        return make_optimizers(model, self.cfg.train, device)
+
+    def phases(self) -> list[Phase]:
+        n = 2 if self.cfg.train.optimizer == "muon" else 1
+        return [Phase(tuple(range(n)), lambda model, batch: lm_loss(model, *batch))]
+
+    def next_batch(self, rank: int, world_size: int) -> Batch:
+        return self.sampler.next_batch(rank, world_size)
+
+    def items_per_step(self) -> int:
+        return self.cfg.train.batch_size * self.block
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Mean loss over ``eval_steps`` fixed random validation batches (the same ones every time)."""
+        from ...data.loader import WindowSampler
+
+        tc, rt = self.cfg.train, self.rt
+        sampler = WindowSampler(self.shards.val, self.block, tc.batch_size, tc.seed + 1, split="val")
+        was_training = model.training
+        model.eval()
+        total = torch.zeros((), device=rt.device)
+        for _ in range(tc.eval_steps):
+            x, y = sampler.next_batch(rt.rank, rt.world_size)
+            with rt.autocast():
+                total += lm_loss(model, x.to(rt.device), y.to(rt.device))
+        model.train(was_training)
+        val = float(rtm.mean_across(total / tc.eval_steps, rt))
+        out = {"val_loss": val, "val_bits_per_token": val / math.log(2)}
+        # bits per character makes char and BPE models comparable (corpus-wide chars/token)
+        cpt = self.shards.meta.get("chars", 0) / max(1, self.shards.meta.get("total_tokens", 0))
+        if cpt:
+            out["val_bits_per_char"] = val / math.log(2) / cpt
+        return out
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        s = self.sampler.state_dict()
+        return {"rng.data": s["rng"]}, {"batches": s["batches"]}
+
+    def load_state(self, tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
+        self.sampler.load_state_dict({"rng": tensors["rng.data"], "batches": info["batches"]})
+
+    def meta(self) -> dict[str, Any]:
+        return {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
+                "init_from": self.cfg.train.init_from or None, "pipeline": "text", "task": self.kind}
