@@ -111,7 +111,7 @@ def make_config(tmp_path: Path, corpus: Path, home: Path):
     return make
 
 
-def run_benchmark_smoke(name: str, out_dir: Path, *args: str, timeout: int = 300) -> dict[str, Any]:
+def run_benchmark_smoke(name: str, out_dir: Path, *args: str, timeout: int = 900) -> dict[str, Any]:
     """Run ``benchmarks/NAME.py --smoke`` into ``out_dir`` and return the results JSON it wrote."""
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / f"{name}.py"), "--smoke", "--out-dir",
