@@ -16,6 +16,7 @@ import difflib
 import json
 import statistics
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,8 +59,19 @@ def _machine(m: dict | None, when: str | None = None) -> str:
     gpu = m.get("gpu")
     dev = (f"{gpu['name']} (CUDA {gpu['cuda']}), " if gpu else "")
     date = (when or m.get("time_utc") or "")[:10]
+    n = m.get("torch_threads")
     return (f"{dev}{m.get('cpu_model', '?')} ({_flags(m)}), {m.get('cpu_count')} cores, torch {m.get('torch')}, "
-            f"{m.get('torch_threads')} threads{', ' + date if date else ''}")
+            f"{n} thread{'' if n == 1 else 's'}{', ' + date if date else ''}")
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    """Prose wrapped like the hand-written parts of the README; bullets get a hanging indent."""
+    out = []
+    for line in text.split("\n"):
+        indent = "  " if line.startswith("- ") else ""
+        out.append(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False,
+                                 break_on_hyphens=False) if line else "")
+    return "\n".join(out)
 
 
 def _num(x: float) -> str:
@@ -195,9 +207,10 @@ def _unrecorded_gpu_files() -> list[str]:
             if not (json.loads(p.read_text()).get("machine") or {}).get("gpu")]
 
 
-def _load_note(load: list[float] | None, threads: int | None) -> str:
-    """Say so when other work shared the cores (1-minute load average above the benchmark's threads)."""
-    if not load or threads is None or max(load) <= threads:
+def _load_note(load: list[float] | None, busy: int | None) -> str:
+    """Say so when other work shared the cores: the 1-minute load average went above the threads the
+    benchmark itself keeps busy (``busy``), with half a core to spare."""
+    if not load or busy is None or max(load) <= busy + 0.5:
         return ""
     return (f"; 1-minute load average {min(load):.1f}-{max(load):.1f} during the rounds: other work shared the "
             "cores, so absolute speeds are low and only the paired ratios compare")
@@ -216,8 +229,11 @@ def results_section() -> str:
     for name in ("nanogpt_check", "generate_speed", "serve_load"):
         d = _load(name)
         if d:
+            busy = d.get("config", {}).get("threads") or d["machine"].get("torch_threads")
+            if name == "serve_load":  # the server's threads and this process's (client, in-process side)
+                busy *= 2
             notes.append(f"- {name}.json: {_machine(d['machine'], d['time'])}"
-                         f"{_load_note(d.get('loadavg_1min_per_round'), d['machine'].get('torch_threads'))}")
+                         f"{_load_note(d.get('loadavg_1min_per_round'), busy)}")
     for gpu in _gpu_results():
         g = gpu["machine"]["gpu"]
         notes.append(f"- {gpu['file']}: {_machine(gpu['machine'], gpu['time'])}; fp32 rows with TF32 "
@@ -230,8 +246,7 @@ def results_section() -> str:
                      "`bash benchmarks/gpu_check.sh` on a GPU measures them again.")
     nc = _load("nanogpt_check")
     chars = f", {nc['input_txt']['chars']:,} characters" if nc else ""
-    return "\n".join([
-        *lines, "",
+    return "\n".join(lines) + "\n\n" + _wrap("\n".join([
         "Ratios are the median of the paired per-round ratios (round i: ours_i / peer_i), with their range. "
         "Machines, as each file records them:", *notes, "",
         f"Reproduce: `python benchmarks/train_quality.py --corpus input.txt` (Tiny Shakespeare{chars}; "
@@ -239,7 +254,7 @@ def results_section() -> str:
         "PATH` (a nanoGPT checkout of your own), `python benchmarks/generate_speed.py`, "
         "`python benchmarks/serve_load.py`, `python benchmarks/bundled_models.py`, and on a GPU "
         "`bash benchmarks/gpu_check.sh`.",
-    ])
+    ]))
 
 
 # --- README: prose with figures ---------------------------------------------------------------------------
@@ -266,7 +281,7 @@ def nanogpt_section() -> str:
                  "with genforge, once with nanoGPT's exact model (learned positions, GELU) and once with our model "
                  "(`configs/nanogpt-cpu.toml`: the same shape and every training setting of nanoGPT's, with rotary "
                  "positions and ReLU squared).")
-    out = ["".join(parts)]
+    out = ["".join(parts)]  # wrapped by the caller
     q = tq.get("quality")
     if q:
         ref, ours, learned, best = (q[f"{k}_summary"] for k in ("nanogpt", "ours", "ours_learned", "best"))
@@ -286,7 +301,7 @@ def nanogpt_section() -> str:
             f"{ref['wall_s']['mean']:.0f} s.",
             "The per-seed figures are in `train_quality.json`.",
         ]
-    return "\n".join(out)
+    return _wrap("\n".join(out))
 
 
 def speed_section() -> str:
@@ -305,7 +320,7 @@ def speed_section() -> str:
     if tanh["min"] > exact["max"]:
         text += (" The gap between the two rows is the activation: HF's `gelu_new` is written as several "
                  "Python-level ops, genforge's tanh GELU is one kernel.")
-    return text + (f" The third row is the model `configs/nanogpt-cpu.toml` trains (no biases, rotary positions, "
+    return _wrap(text + f" The third row is the model `configs/nanogpt-cpu.toml` trains (no biases, rotary positions, "
                    f"ReLU squared). Hugging Face's GPT-2 has none of these options, so its {rc['median']:.2f}x "
                    "against HF with the exact GELU compares two different models.")
 
@@ -339,7 +354,7 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return f"{char}\n{chat}"
+    return _wrap(f"{char}\n{chat}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
@@ -412,7 +427,7 @@ def dialogue_section() -> str:
     by = d["conversations_by_exchanges"]
     sys_lines = ", ".join(f"\"{k}\": {v:,}" for k, v in d["system_lines"].items())
     sizes = ", ".join(f"{v:,} with {k} exchange{'' if k == '1' else 's'}" for k, v in by.items())
-    return (f"As rebuilt now (seed {d['seed']}): {d['speeches']:,} speeches, {d['runs']:,} runs, "
+    return _wrap(f"As rebuilt now (seed {d['seed']}): {d['speeches']:,} speeches, {d['runs']:,} runs, "
             f"{d['conversations']:,} conversations ({sizes}), "
             f"{d['pairs']:,} exchanges, {d['characters']:,} characters; replies have a median of "
             f"{d['reply_chars_median']} characters (mean {d['reply_chars_mean']:.0f}). System lines: {sys_lines}.")

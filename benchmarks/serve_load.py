@@ -233,7 +233,8 @@ def overhead(url: str, tm, args: argparse.Namespace, server_pid: int | None = No
     for v in cpu.values():
         v.clear()
     runs: dict[str, list[float]] = {"server": [], "in_process": []}
-    ratios = []
+    ratios: list[float] = []
+    load: list[float] = []
     for i in range(args.rounds):
         seed = 100 + i  # the same seed on both sides of a round: the same tokens
         a, b = (served, in_process) if i % 2 == 0 else (in_process, served)
@@ -242,10 +243,12 @@ def overhead(url: str, tm, args: argparse.Namespace, server_pid: int | None = No
         runs["server"].append(s)
         runs["in_process"].append(p)
         ratios.append(s / p)
+        load.append(os.getloadavg()[0])  # > threads: other work shared the cores
         print(f"  round {i + 1}: server {s:.0f} tokens/s, in-process {p:.0f} tokens/s, ratio {s / p:.3f}",
               flush=True)
     pr = paired_ratio(runs["server"], runs["in_process"])
     return {"prompt": prompt, "raw_tokens_per_s": runs, "ratios": ratios, "paired_ratio": pr,
+            "loadavg_1min_per_round": load,
             "median_cpu_ms_per_token": {k: median(v) for k, v in cpu.items()},
             "median_tokens_per_s": {k: median(v) for k, v in runs.items()},
             "median_ratio": pr["median"],
@@ -313,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": {"from": int(lo), "to": int(hi), "ratio": scaling, "paired_ratio": sc,
                     "ratio_of_aggregates": levels[hi]["tokens_per_s"] / levels[lo]["tokens_per_s"]},
         "overhead": over,
+        "loadavg_1min_per_round": over["loadavg_1min_per_round"],
         "targets": {"ratio_16_vs_1": {"target": TARGETS["ratio_16_vs_1"], "value": scaling,
                                       "met": scaling >= TARGETS["ratio_16_vs_1"], "levels": [int(lo), int(hi)]},
                     "overhead_ratio": {"target": TARGETS["overhead_ratio"], "value": over["median_ratio"],
