@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session: train the bundled model, run the gpu-marked tests, measure throughput.
+# One prepared GPU run: train the bundled model, run the gpu-marked tests, measure throughput.
 # Usage: OUT=outdir GENFORGE_HOME=dir-with-data/shakespeare.txt bash benchmarks/gpu_check.sh
 set -uo pipefail
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
