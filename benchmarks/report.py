@@ -14,79 +14,21 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import statistics
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+import report_format as fmt  # noqa: E402  (the script's own folder is on sys.path)
+
+ROOT, RESULTS = fmt.ROOT, fmt.RESULTS
 README = "README.md"
 CARDS = {name: f"src/genforge/bundled/{name}/MODEL_CARD.md" for name in ("shakespeare-char", "shakespeare-chat")}
-
-
-def _load(name: str) -> dict | None:
-    p = RESULTS / f"{name}.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def _meta(name: str) -> dict:
-    return json.loads((ROOT / "src" / "genforge" / "bundled" / name / "genforge.json").read_text())
-
-
-# --- formatting -------------------------------------------------------------------------------------------
-def _spread(st: dict) -> str:
-    """A paired ratio: median (min-max over n rounds)."""
-    return f"{st['median']:.2f}x ({st['min']:.2f}-{st['max']:.2f} over {st['n']} rounds)"
-
-
-def _paired(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def _flags(m: dict) -> str:
-    f = m.get("cpu_flags") or {}
-    have = [k for k in ("avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16") if f.get(k)]
-    if not f:
-        return "CPU flags not recorded"
-    return ("AVX2, " if f.get("avx2") else "") + (", ".join(have) if have else "no AVX-512 / AMX (no native bf16)")
-
-
-def _machine(m: dict | None, when: str | None = None) -> str:
-    if not m:
-        return "no machine record"
-    gpu = m.get("gpu")
-    dev = (f"{gpu['name']} (CUDA {gpu['cuda']}), " if gpu else "")
-    date = (when or m.get("time_utc") or "")[:10]
-    n = m.get("torch_threads")
-    return (f"{dev}{m.get('cpu_model', '?')} ({_flags(m)}), {m.get('cpu_count')} cores, torch {m.get('torch')}, "
-            f"{n} thread{'' if n == 1 else 's'}{', ' + date if date else ''}")
-
-
-def _wrap(text: str, width: int = 100) -> str:
-    """Prose wrapped like the hand-written parts of the README; bullets get a hanging indent."""
-    out = []
-    for line in text.split("\n"):
-        indent = "  " if line.startswith("- ") else ""
-        out.append(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False,
-                                 break_on_hyphens=False) if line else "")
-    return "\n".join(out)
-
-
-def _num(x: float) -> str:
-    """1e-3 -> '0.001', 3e-05 -> '3e-5'."""
-    return f"{x:g}".replace("e-0", "e-")
-
-
-def _commit(c: str | None) -> str:
-    return c[:7] if c else "unknown commit"
 
 
 # --- README: results table ------------------------------------------------------------------------------
 def rows() -> list[str]:
     out = ["| what | ours | peer | ratio / target | file |", "|---|---|---|---|---|"]
-    tq = _load("train_quality")
+    tq = fmt.load("train_quality")
     if tq:
         sp, tps = tq["train_speed"], tq["train_speed"]["tokens_per_s"]
         shape = "nanoGPT CPU shape, GPT-2 layout with biases, fused AdamW on both"
@@ -94,13 +36,13 @@ def rows() -> list[str]:
             p = sp["paired_ratio"][act]
             peer_act = sp["config"][p["peer"]]["activation"]
             out.append(f"| training tokens/s, {shape}, {label}, {tq['threads']} threads | {tps[p['ours']]:,.0f} "
-                       f"| HF GPT2LMHeadModel ({peer_act}) {tps[p['peer']]:,.0f} | {_spread(p)}"
+                       f"| HF GPT2LMHeadModel ({peer_act}) {tps[p['peer']]:,.0f} | {fmt.spread(p)}"
                        f"{target}{': met' if target and p['median'] >= 1.3 else ': not met' if target else ''} "
                        "| train_quality.json |")
         rc = sp["recipe_vs_hf_gelu"]
         out.append(f"| training tokens/s, same shape, our recipe's model (configs/nanogpt-cpu.toml: no biases, RoPE, "
                    f"ReLU^2) | {tps[rc['ours']]:,.0f} | HF exact GELU {tps[rc['peer']]:,.0f} (a different model) "
-                   f"| {_spread(rc)} | train_quality.json |")
+                   f"| {fmt.spread(rc)} | train_quality.json |")
         q = tq.get("quality")
         if q:
             ours, ref = q["ours_summary"], q["nanogpt_summary"]
@@ -131,26 +73,26 @@ def rows() -> list[str]:
                        f"| nanoGPT {cell(ref)}; ours on nanoGPT's config {cell(ours)} | lower in <= the same "
                        f"time: {'yes' if q['best_beats_baseline_in_time'] else 'no'} (below ours in "
                        f"{q['best_beats_ours_per_seed']} of {n} seeds) | train_quality.json |")
-    nc = _load("nanogpt_check")
+    nc = fmt.load("nanogpt_check")
     if nc:
         steps = [s for s in ("500", "1000", "2000") if s in nc["nanogpt"]["val_curve"]]
         real = " / ".join(f"{nc['nanogpt']['val_curve'][s]:.4f}" for s in steps)
         ref = " / ".join(f"{nc['reference']['val_curve'][s]:.4f}" for s in steps)
         out.append(f"| val loss at {' / '.join(steps)} iterations, seed 1337: nanogpt_ref.py vs the real nanoGPT "
-                   f"({_commit(nc['nanogpt']['commit'])}), same script, {nc['threads']} threads | {ref} | nanoGPT "
+                   f"({fmt.commit(nc['nanogpt']['commit'])}), same script, {nc['threads']} threads | {ref} | nanoGPT "
                    f"{real} | max abs diff {nc['max_abs_val_diff']:.5f} over {len(nc['compared_steps'])} "
                    "evaluations | nanogpt_check.json |")
-    gs = _load("generate_speed")
+    gs = fmt.load("generate_speed")
     if gs:
         tps, frac = gs["median_tokens_per_s"], gs.get("fraction_of_bound", {})
-        paired = gs.get("paired_ratio") or {k: _paired(v) for k, v in gs["paired_ratios"].items()}
+        paired = gs.get("paired_ratio") or {k: fmt.paired(v) for k, v in gs["paired_ratios"].items()}
         for k, label in (("fp32", "fp32"), ("int8", "int8 (fbgemm)")):
             same = gs["fp32_vs_hf"]["identical_tokens"] if k == "fp32" else None
             tokens = "" if same is None else f"; greedy tokens {'identical to' if same else 'DIFFER from'} HF's"
             met = gs["targets"][f"{k}_ratio"]["met"]
             out.append(f"| GPT-2 124M batch-1 greedy decode, {label}, tokens/s | {tps[k]:.1f} "
                        f"({frac.get(k, 0):.0%} of bandwidth bound) | HF generate fp32 {tps['hf']:.1f} "
-                       f"({frac.get('hf', 0):.0%}) | {_spread(paired[k])} (target "
+                       f"({frac.get('hf', 0):.0%}) | {fmt.spread(paired[k])} (target "
                        f"{'>= 1.2' if k == 'fp32' else '>= 2.5'}: {'met' if met else 'not met'}{tokens}) "
                        "| generate_speed.json |")
         mem = gs.get("memory")
@@ -165,20 +107,20 @@ def rows() -> list[str]:
             out.append(f"| int8 held-out perplexity vs fp32 ({ppl.get('model', '')}) | {ppl['int8']:.4f} "
                        f"| fp32 {ppl['fp32']:.4f} | {ppl['relative_diff']:+.2%} (target within 1%) "
                        "| generate_speed.json |")
-    sl = _load("serve_load")
+    sl = fmt.load("serve_load")
     if sl:
         for n, lv in sl["levels"].items():
             out.append(f"| server, {n} concurrent streams (shakespeare-char, 128 tokens) | {lv['tokens_per_s']:,.0f} "
                        f"tokens/s, TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms / p95 {lv['ttft_p95_s'] * 1e3:.0f} ms "
                        "| | | serve_load.json |")
         sc, ov = sl["scaling"], sl["overhead"]
-        scaled = (_spread(sc["paired_ratio"]).replace("rounds", "waves") if "paired_ratio" in sc
+        scaled = (fmt.spread(sc["paired_ratio"]).replace("rounds", "waves") if "paired_ratio" in sc
                   else f"{sc['ratio']:.2f}x")
         out.append(f"| server, {sc['to']} streams vs {sc['from']} (tokens/s, paired by wave) | {scaled} "
                    f"| | target >= 4: {'met' if sc['ratio'] >= 4 else 'not met'} | serve_load.json |")
-        ovp = ov.get("paired_ratio") or _paired(ov["ratios"])
+        ovp = ov.get("paired_ratio") or fmt.paired(ov["ratios"])
         out.append(f"| server, one stream vs in-process generate | {ov['median_tokens_per_s']['server']:.0f} tokens/s "
-                   f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {_spread(ovp)} "
+                   f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {fmt.spread(ovp)} "
                    f"(target >= 0.9: {'met' if ovp['median'] >= 0.9 else 'not met'}) | serve_load.json |")
     for gpu in _gpu_results():
         name, dev = gpu["file"], gpu["machine"]["gpu"]["name"]
@@ -188,7 +130,7 @@ def rows() -> list[str]:
             out.append(f"| {dev} training tokens/s, {shape} | {cells} | | | {name} |")
         d = gpu["decode_gpt2_small_bf16_batch1"]
         out.append(f"| {dev} GPT-2 124M batch-1 greedy decode, bf16, tokens/s | {d['tokens_per_s']['ours']:.0f} "
-                   f"| HF generate {d['tokens_per_s']['hf']:.0f} | {_spread(d['paired_ratio'])} | {name} |")
+                   f"| HF generate {d['tokens_per_s']['hf']:.0f} | {fmt.spread(d['paired_ratio'])} | {name} |")
     return out
 
 
@@ -219,24 +161,24 @@ def _load_note(load: list[float] | None, busy: int | None) -> str:
 def results_section() -> str:
     lines = rows()
     notes = []
-    tq = _load("train_quality")
+    tq = fmt.load("train_quality")
     if tq:
-        notes.append(f"- train_quality.json, training speed: {_machine(tq['machine'], tq['time'])}"
+        notes.append(f"- train_quality.json, training speed: {fmt.machine(tq['machine'], tq['time'])}"
                      f"{_load_note(tq['train_speed'].get('loadavg_1min_per_round'), tq['threads'])}")
         if tq.get("quality"):
             notes.append(f"- train_quality.json, val loss runs: "
-                         f"{_machine(tq.get('quality_machine'), tq.get('quality_measured'))}")
+                         f"{fmt.machine(tq.get('quality_machine'), tq.get('quality_measured'))}")
     for name in ("nanogpt_check", "generate_speed", "serve_load"):
-        d = _load(name)
+        d = fmt.load(name)
         if d:
             busy = d.get("config", {}).get("threads") or d["machine"].get("torch_threads")
             if name == "serve_load":  # the server's threads and this process's (client, in-process side)
                 busy *= 2
-            notes.append(f"- {name}.json: {_machine(d['machine'], d['time'])}"
+            notes.append(f"- {name}.json: {fmt.machine(d['machine'], d['time'])}"
                          f"{_load_note(d.get('loadavg_1min_per_round'), busy)}")
     for gpu in _gpu_results():
         g = gpu["machine"]["gpu"]
-        notes.append(f"- {gpu['file']}: {_machine(gpu['machine'], gpu['time'])}; fp32 rows with TF32 "
+        notes.append(f"- {gpu['file']}: {fmt.machine(gpu['machine'], gpu['time'])}; fp32 rows with TF32 "
                      f"{'on' if g.get('tf32_matmul') else 'off'} unless a row says otherwise")
     old = _unrecorded_gpu_files()
     if old:
@@ -244,9 +186,9 @@ def results_section() -> str:
                      "`benchmarks/gpu_throughput.py` and copied by hand, with no machine record and no TF32 "
                      "state (that version allowed TF32, so its \"fp32\" was TF32); not re-measured. "
                      "`bash benchmarks/gpu_check.sh` on a GPU measures them again.")
-    nc = _load("nanogpt_check")
+    nc = fmt.load("nanogpt_check")
     chars = f", {nc['input_txt']['chars']:,} characters" if nc else ""
-    return "\n".join(lines) + "\n\n" + _wrap("\n".join([
+    return "\n".join(lines) + "\n\n" + fmt.wrap("\n".join([
         "Ratios are the median of the paired per-round ratios (round i: ours_i / peer_i), with their range. "
         "Machines, as each file records them:", *notes, "",
         f"Reproduce: `python benchmarks/train_quality.py --corpus input.txt` (Tiny Shakespeare{chars}; "
@@ -259,7 +201,7 @@ def results_section() -> str:
 
 # --- README: prose with figures ---------------------------------------------------------------------------
 def nanogpt_section() -> str:
-    tq, nc = _load("train_quality") or {}, _load("nanogpt_check")
+    tq, nc = fmt.load("train_quality") or {}, fmt.load("nanogpt_check")
     readme = (tq.get("nanogpt_reference") or {}).get("readme")
     if readme is None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -271,7 +213,7 @@ def nanogpt_section() -> str:
         curve, ref = nc["nanogpt"]["val_curve"], nc["reference"]["val_curve"]
         steps = [s for s in ("500", "1000", "2000") if s in curve]
         parts.append(
-            f" Run at nanoGPT commit {_commit(nc['nanogpt']['commit'])} (its train.py fixes the seed at 1337), "
+            f" Run at nanoGPT commit {fmt.commit(nc['nanogpt']['commit'])} (its train.py fixes the seed at 1337), "
             f"it logs val {' / '.join(f'{curve[s]:.3f}' for s in steps)} at {' / '.join(steps)} iterations. "
             f"`benchmarks/nanogpt_ref.py` re-implements that run; `benchmarks/nanogpt_check.py` runs both in one "
             f"script on the same {nc['input_txt']['chars']:,}-character input, and the re-implementation logs "
@@ -301,11 +243,11 @@ def nanogpt_section() -> str:
             f"{ref['wall_s']['mean']:.0f} s.",
             "The per-seed figures are in `train_quality.json`.",
         ]
-    return _wrap("\n".join(out))
+    return fmt.wrap("\n".join(out))
 
 
 def speed_section() -> str:
-    tq = _load("train_quality")
+    tq = fmt.load("train_quality")
     if not tq:
         return ""
     sp = tq["train_speed"]
@@ -313,21 +255,23 @@ def speed_section() -> str:
     opt = sp["config"][tanh["ours"]]["optimizer"]
     text = (f"**About the training-speed rows.** Each pair runs the same configuration: GPT-2's layout with "
             f"biases (Hugging Face's GPT-2 always has them), learned positions, tied embeddings, the same "
-            f"activation, and the same optimizer ({'fused ' if opt['fused'] else ''}AdamW, lr {_num(opt['lr'])}, "
-            f"betas {_num(opt['betas'][0])}/{_num(opt['betas'][1])}, decay on matrices only), in the same loop on "
+            f"activation, and the same optimizer ({'fused ' if opt['fused'] else ''}AdamW, lr {fmt.num(opt['lr'])}, "
+            f"betas {fmt.num(opt['betas'][0])}/{fmt.num(opt['betas'][1])}, decay on matrices only), "
+            "in the same loop on "
             f"the same batches. With the tanh GELU genforge's step runs at {tanh['median']:.2f}x Hugging Face's "
             f"speed; with the exact GELU, the same kernel on both sides, at {exact['median']:.2f}x.")
     if tanh["min"] > exact["max"]:
         text += (" The gap between the two rows is the activation: HF's `gelu_new` is written as several "
                  "Python-level ops, genforge's tanh GELU is one kernel.")
-    return _wrap(text + f" The third row is the model `configs/nanogpt-cpu.toml` trains (no biases, rotary positions, "
+    return fmt.wrap(text + " The third row is the model `configs/nanogpt-cpu.toml` trains "
+                    f"(no biases, rotary positions, "
                    f"ReLU squared). Hugging Face's GPT-2 has none of these options, so its {rc['median']:.2f}x "
                    "against HF with the exact GELU compares two different models.")
 
 
 def bundled_section() -> str:
-    bm = _load("bundled_models")
-    ch, ct = _meta("shakespeare-char"), _meta("shakespeare-chat")
+    bm = fmt.load("bundled_models")
+    ch, ct = fmt.meta("shakespeare-char"), fmt.meta("shakespeare-chat")
     m = ch["model"]
     cards = CARDS
     size = (ROOT / "src" / "genforge" / "bundled" / "shakespeare-char" / "model.safetensors").stat().st_size
@@ -354,12 +298,12 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return _wrap(f"{char}\n{chat}")
+    return fmt.wrap(f"{char}\n{chat}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
 def _card_rows(name: str) -> list[str]:
-    meta, bm = _meta(name), (_load("bundled_models") or {}).get("models", {}).get(name)
+    meta, bm = fmt.meta(name), (fmt.load("bundled_models") or {}).get("models", {}).get(name)
     m, tr = meta["model"], meta["config"]["train"]
     size = (ROOT / "src" / "genforge" / "bundled" / name / "model.safetensors").stat().st_size
     chars = tr["max_steps"] * tr["batch_size"] * tr.get("grad_accum", 1) * m["block_size"]
@@ -390,9 +334,11 @@ def _card_rows(name: str) -> list[str]:
     epochs = f", ~{bm['epochs']:.1f} passes over the training split" if bm else ""
     init = ": starts from the base weights (`train.init_from`)," if tr.get("init_from") else ":"
     rows.append(f"| recipe | `configs/{name}.toml`{init}"
-                f" AdamW (lr {_num(tr['lr'])}, cosine to {_num(tr['min_lr'])}, {tr['warmup_steps']} warmup steps, "
-                f"weight decay {_num(tr['weight_decay'])}, betas {_num(tr['beta1'])}/{_num(tr['beta2'])}), batch "
-                f"{tr['batch_size']} x {m['block_size']} characters, dropout {_num(m['dropout'])}, "
+                f" AdamW (lr {fmt.num(tr['lr'])}, cosine to {fmt.num(tr['min_lr'])}, "
+                f"{tr['warmup_steps']} warmup steps, "
+                f"weight decay {fmt.num(tr['weight_decay'])}, "
+                f"betas {fmt.num(tr['beta1'])}/{fmt.num(tr['beta2'])}), batch "
+                f"{tr['batch_size']} x {m['block_size']} characters, dropout {fmt.num(m['dropout'])}, "
                 f"{tr['max_steps']:,} steps "
                 f"({chars / 1e6:.1f} M characters{epochs}), precision `{tr['precision']}` |")
     rows.append("| training time and machine | not recorded: the training run wrote neither to genforge.json |")
@@ -409,7 +355,7 @@ def _card_rows(name: str) -> list[str]:
                  "so these numbers measure how well it learned the turn format, not new language")
     rows.append(f"| validation loss | {loss} |")
     if bm:
-        when = (_load("bundled_models") or {}).get("time", "")[:10]
+        when = (fmt.load("bundled_models") or {}).get("time", "")[:10]
         rows.append(f"| figures | from genforge.json, model.safetensors and `benchmarks/results/bundled_models.json` "
                     f"({when}), by `python benchmarks/report.py --write` |")
     return rows
@@ -420,14 +366,14 @@ def card_section(name: str) -> str:
 
 
 def dialogue_section() -> str:
-    bm = (_load("bundled_models") or {}).get("models", {}).get("shakespeare-chat")
+    bm = (fmt.load("bundled_models") or {}).get("models", {}).get("shakespeare-chat")
     if not bm:
         return "Run `python benchmarks/bundled_models.py` for the dialogue set's statistics."
     d = bm["dialogue"]
     by = d["conversations_by_exchanges"]
     sys_lines = ", ".join(f"\"{k}\": {v:,}" for k, v in d["system_lines"].items())
     sizes = ", ".join(f"{v:,} with {k} exchange{'' if k == '1' else 's'}" for k, v in by.items())
-    return _wrap(f"As rebuilt now (seed {d['seed']}): {d['speeches']:,} speeches, {d['runs']:,} runs, "
+    return fmt.wrap(f"As rebuilt now (seed {d['seed']}): {d['speeches']:,} speeches, {d['runs']:,} runs, "
             f"{d['conversations']:,} conversations ({sizes}), "
             f"{d['pairs']:,} exchanges, {d['characters']:,} characters; replies have a median of "
             f"{d['reply_chars_median']} characters (mean {d['reply_chars_mean']:.0f}). System lines: {sys_lines}.")
