@@ -88,7 +88,7 @@ def decode(rounds: int, new_tokens: int) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from genforge.models.gpt2_hf import load_gpt2_hf
-    from genforge.sampling.decode import stream_tokens
+    from genforge.sampling import stream_tokens
     from genforge.types import SamplingParams
 
     set_tf32(False)

@@ -89,7 +89,7 @@ def test_models_stays_callable_after_the_models_subpackage_is_imported() -> None
 
 def test_the_samplers_import_from_genforge_sampling() -> None:
     from genforge.sampling import beam_search, best_of_n, generate_text, sample_next, stream_text, stream_tokens
-    from genforge.sampling.decode import stream_tokens as direct
+    from genforge.sampling.tokens import stream_tokens as direct
 
     assert stream_tokens is direct
     assert all(callable(f) for f in (beam_search, best_of_n, generate_text, sample_next, stream_text))

@@ -13,7 +13,8 @@ from genforge.data.loader import WindowSampler
 from genforge.data.shards import prepare_shards
 from genforge.models import build_model
 from genforge.paths import data_home
-from genforge.train.fit import fit, lm_loss
+from genforge.train.fit import fit
+from genforge.train.tasks.lm import lm_loss
 
 
 def _first_logged_loss(run: Path) -> float:

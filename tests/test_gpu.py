@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genforge.models.transformer import GPT, GPTConfig
-from genforge.sampling.decode import stream_tokens
+from genforge.sampling import stream_tokens
 from genforge.types import SamplingParams
 
 pytestmark = [pytest.mark.gpu,

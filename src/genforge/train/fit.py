@@ -34,7 +34,6 @@ from . import runtime as rtm
 from .metrics import MetricsLog, plot_losses
 from .optim import lr_at, set_lr
 from .tasks import Task
-from .tasks.lm import lm_loss  # noqa: F401  (re-exported: the loss of the default task)
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
 RESUME_FIXED = ("model", "codec", "data", "task")  # sections a resumed run may not change
