@@ -384,6 +384,16 @@ def test_stop_inside_a_multi_char_token() -> None:
     assert cut_at_stop(codec, [1, 3], ("TOP",)) == ("ab", 1, True)  # stop starts at a token boundary
 
 
+def test_a_stop_string_at_the_very_start_gives_empty_text_and_keeps_no_token() -> None:
+    model = chain_model(SCRIPT.pieces)  # from "x" the chain writes "abcSTOP..."
+    for params in (SamplingParams(max_tokens=10, stop=("ab",), temperature=0.0),
+                   SamplingParams(max_tokens=10, stop=("a",), temperature=0.9, seed=3)):
+        assert list(stream_text(model, SCRIPT, "x", params)) == []
+        gen = generate_text(model, SCRIPT, "x", params)
+        assert (gen.text, gen.token_ids, gen.finish_reason) == ("", [], "stop")
+    assert cut_at_stop(SCRIPT, SCRIPT.encode("abc"), ("ab",)) == ("", 0, True)
+
+
 @pytest.mark.parametrize("stop", [(), ("e",), ("a b",)])
 def test_streamed_text_equals_generate_text(stop: tuple[str, ...]) -> None:
     model = GRULM(GRU_CODEC.vocab_size, seed=4, scale=0.5)
