@@ -442,8 +442,8 @@ def test_repl_errors_before_start_and_generation_errors(chat_model: Path):
     tm = genforge.load(chat_model)
     with pytest.raises(GenforgeError, match="unknown sampling parameter 'stop'"):
         ChatSession(tm, params={"stop": ["x"]})
-    with pytest.raises(GenforgeError, match="max_tokens=500"):
-        ChatSession(tm, params={"max_tokens": 500})
+    with pytest.raises(GenforgeError, match="max_tokens=0"):
+        ChatSession(tm, params={"max_tokens": 0})
     with pytest.raises(GenforgeError, match="no model named"):
         run_chat("no-such-model", None, {}, script(), io.StringIO())
 
@@ -456,6 +456,26 @@ def test_repl_errors_before_start_and_generation_errors(chat_model: Path):
     assert "error: the device fell over" in out.getvalue()
     assert parse_params(["top-k=5", "seed=none"], {"seed": 3, "max_tokens": 5}) == {"seed": None, "max_tokens": 5,
                                                                                       "top_k": 5}
+
+
+def test_repl_replies_may_pass_the_context_by_sliding_and_double_slash_sends_a_slash(chat_model: Path):
+    tm = genforge.load(chat_model)
+    asked = []
+    stream = tm.stream
+
+    def recording(prompt, **kw):
+        asked.append(kw)
+        return stream(prompt, **kw)
+
+    tm.stream = recording
+    out = io.StringIO()
+    ctx = tm.context_length
+    assert run_chat(tm, None, {"seed": 0}, script(f"/params max_tokens={2 * ctx}", "Hello.", "//reset"), out) == 0
+    text = out.getvalue()
+    assert text.count("error") == 1 and f"max_tokens={2 * ctx}" in text  # the one error: below
+    assert asked[0]["max_tokens"] == 2 * ctx  # kept as asked: tm.stream slides past the context
+    assert "unknown command" not in text  # "//reset" is a message, not the command (its '/' is outside the
+    assert "error: text contains '/'" in text  # tiny model's vocabulary, which says so)
 
 
 def test_repl_notes_a_model_that_is_not_a_chat_model(chat_model: Path):

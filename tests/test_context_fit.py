@@ -61,7 +61,7 @@ def test_dropping_keeps_the_system_message_and_drops_the_fewest_oldest_turns(max
     want = max_tokens if max_tokens is not None else context // 2
     assert len(w.prompt_ids) + want <= context and w.prompt_ids == encode(w.prompt)
     assert w.max_tokens == (context - len(w.prompt_ids) if max_tokens is None else max_tokens)
-    assert not w.shortened and w.dropped > 0
+    assert w.dropped > 0
     head = msgs[:1] if system else []
     assert w.messages == head + msgs[len(head) + w.dropped:]  # the oldest ones left out, nothing else
     assert w.messages[len(head)]["role"] == "user"  # the kept part starts with a user turn
@@ -75,9 +75,25 @@ def test_dropping_keeps_the_system_message_and_drops_the_fewest_oldest_turns(max
 def test_a_long_last_message_shortens_the_reply_then_is_refused():
     msgs = [{"role": "user", "content": "x" * 150}]
     w = fit_chat(msgs, SHAKESPEARE.render, encode, 256, 100, drop_oldest=True)
-    assert w.shortened and w.max_tokens == 256 - len(w.prompt_ids) >= MIN_REPLY_TOKENS
+    assert w.max_tokens == 256 - len(w.prompt_ids) >= MIN_REPLY_TOKENS
     with pytest.raises(ContextLengthError, match="that message is too long"):
         fit_chat([{"role": "user", "content": "x" * 240}], SHAKESPEARE.render, encode, 256, drop_oldest=True)
+
+
+def test_sliding_keeps_an_explicit_max_tokens_and_clears_at_most_half_the_context():
+    assert fit_max_tokens(10, 256, 1000, slide=True) == 1000  # only the prompt must fit
+    assert fit_max_tokens(10, 256, None, slide=True) == 246  # unset: what fits, as without sliding
+    with pytest.raises(ContextLengthError):
+        fit_max_tokens(300, 256, 5, slide=True)
+    msgs = conversation(8)
+    w = fit_chat(msgs, SHAKESPEARE.render, encode, 256, 1000, drop_oldest=True, slide=True)
+    assert w.max_tokens == 1000 and w.dropped > 0
+    assert len(w.prompt_ids) + 128 <= 256  # dropped only what clears half the context for the reply
+    half = fit_chat(msgs, SHAKESPEARE.render, encode, 256, 128, drop_oldest=True)
+    assert (w.dropped, w.prompt) == (half.dropped, half.prompt)
+    long_msg = [{"role": "user", "content": "x" * 150}]  # without sliding the reply would be shortened
+    w = fit_chat(long_msg, SHAKESPEARE.render, encode, 256, 300, drop_oldest=True, slide=True)
+    assert w.max_tokens == 300
 
 
 def test_a_long_conversation_is_fitted_with_few_renders():

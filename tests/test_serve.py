@@ -329,3 +329,23 @@ def test_the_first_chat_message_with_the_studio_defaults_fits(client):
         fitted = r.json()["genforge_context"]
         assert fitted["dropped_messages"] == 0 and fitted["prompt_tokens"] > 56
         assert fitted["max_tokens"] == CTX - fitted["prompt_tokens"] < 200
+
+
+# --- past the context ------------------------------------------------------------------------------------
+def test_a_request_may_ask_to_slide_past_the_context(client, tm):
+    prompt = "ROMEO.\nWhat say you?"
+    r = client.post("/v1/completions", json=completion(prompt=prompt, max_tokens=300, temperature=0))
+    assert_openai_error(r, 400, "context_length_exceeded")  # OpenAI's semantics unless asked
+    body = completion(prompt=prompt, max_tokens=300, temperature=0.8, seed=2, genforge_sliding_window=True)
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    want = tm.complete(prompt, max_tokens=300, temperature=0.8, seed=2)  # in-process generation slides too
+    assert r.json()["choices"][0]["text"] == want.text and r.json()["usage"]["completion_tokens"] == 300
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as resp:
+        assert stream_text(sse(resp)) == want.text
+    r = client.post("/v1/chat/completions", json=chat(max_tokens=400, genforge_sliding_window=True,
+                                                      genforge_fit_context=True))
+    assert r.status_code == 200 and r.json()["genforge_context"]["max_tokens"] == 400
+    err = assert_openai_error(client.post("/v1/completions", json={**body, "max_tokens": 5000}), 400,
+                              "invalid_value")
+    assert "4096" in err["message"] and "--max-sliding-tokens" in err["message"] and err["param"] == "max_tokens"

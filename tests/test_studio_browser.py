@@ -274,10 +274,24 @@ def test_stop_button_stops_growth(studio: Studio) -> None:
     assert "stopped" not in page.inner_text("#stats")
 
 
+def test_generation_slides_past_the_context(studio: Studio) -> None:
+    studio.open()
+    page = studio.page
+    page.select_option("#model", MODEL)
+    page.fill("#prompt", "ROMEO.\n")
+    studio.set_params(max_tokens=str(2 * CONTEXT), temperature="0.8", seed="4")
+    page.click("#generate")
+    studio.wait_until("document.getElementById('stats').textContent.includes('finish:')", timeout=90,
+                      what="the generation")
+    assert studio.error_text() == ""
+    assert studio.output_len() == 2 * CONTEXT  # one character a token: twice the context, by sliding
+    assert "finish: length" in page.inner_text("#stats")
+
+
 def test_server_error_shows_in_error_box(studio: Studio) -> None:
     studio.open()
     page = studio.page
-    studio.set_params(max_tokens=str(CONTEXT * 100))  # prompt + max_tokens cannot fit the context
+    studio.set_params(max_tokens=str(CONTEXT * 100))  # past the server's limit for sliding generation
     page.click("#generate")
     studio.wait_until("!document.getElementById('error').hidden", what="the error box")
     message = studio.error_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -60,7 +61,8 @@ def test_a_model_without_the_batched_interface_is_refused_in_one_line() -> None:
     assert "GRULM model cannot be served" in str(e.value) and "\n" not in str(e.value)
 
 
-def run_engine(engine: BatchEngine, prompts: list[list[int]], params: list[SamplingParams]):
+def run_engine(engine: BatchEngine, prompts: list[list[int]], params: list[SamplingParams],
+               slides: list[bool | None] | None = None):
     """Submit every request at once; return each one's (tokens, finish reason)."""
     results: list[tuple[list[int], str | None]] = [([], None) for _ in prompts]
     done = threading.Semaphore(0)
@@ -74,7 +76,8 @@ def run_engine(engine: BatchEngine, prompts: list[list[int]], params: list[Sampl
     try:
         for i, (prompt, p) in enumerate(zip(prompts, params)):
             engine.submit(EngineRequest(prompt, p, on_token=lambda t, lp, top, i=i: results[i][0].append(t),
-                                        on_done=lambda r, e, i=i: on_done(i, r, e)))
+                                        on_done=lambda r, e, i=i: on_done(i, r, e),
+                                        slide=None if slides is None else slides[i]))
         for _ in prompts:
             assert done.acquire(timeout=60)
     finally:
@@ -103,6 +106,36 @@ def test_engine_rows_equal_in_process_generation_past_the_context(name: str) -> 
 def test_engine_without_sliding_ends_rows_at_the_context() -> None:
     got = run_engine(BatchEngine(gpt()), [[1, 2, 3]], [SamplingParams(max_tokens=100, temperature=0)])
     assert len(got[0][0]) == 32 - 3 and got[0][1] == "length"
+
+
+def test_each_request_chooses_whether_it_slides() -> None:
+    model, prompt = gpt(), [1, 2, 3]
+    p = SamplingParams(max_tokens=70, temperature=0.7, seed=9)
+    sliding = [t for t, _ in stream_tokens(model, prompt, p, slide=True)]
+    assert len(sliding) == 70
+    for default in (False, True):
+        got = run_engine(BatchEngine(model, sliding_window=default), [prompt] * 3, [p] * 3, [True, False, None])
+        assert got[0] == (sliding, "length") and got[1] == (sliding[:32 - 3], "length")
+        assert got[2] == got[0 if default else 1]  # unset: the engine's setting
+
+
+def test_a_request_cancelled_before_it_is_admitted_ends_with_no_token() -> None:
+    engine = BatchEngine(gpt())
+    tokens, done = [], []
+    req = EngineRequest([1, 2, 3], SamplingParams(max_tokens=5, temperature=0), on_token=lambda *a: tokens.append(a),
+                        on_done=lambda reason, err: done.append((reason, err)))
+    req.cancelled.set()
+    engine.submit(req)
+    engine.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.stop()
+    assert done == [("cancelled", None)] and tokens == [] and engine.steps == 0
+    steps_of = run_engine(engine := BatchEngine(gpt()), [[1, 2]], [SamplingParams(max_tokens=6, temperature=0)])
+    assert len(steps_of[0][0]) == 6 and engine.steps == 5  # one token from the prefill, then one per step
 
 
 def test_engine_rows_end_at_the_end_of_sequence_token() -> None:

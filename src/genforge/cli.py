@@ -114,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
     key = args.api_key or os.environ.get("GENFORGE_API_KEY") or None
     settings = ServeSettings(models=args.model or ServeSettings().models, api_key=key,
                              max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device,
-                             sliding_window=args.sliding_window)
+                             sliding_window=args.sliding_window, max_sliding_tokens=args.max_sliding_tokens)
     serve(settings, args.host, args.port)  # a model or flag that cannot be served: one line, before listening
     return 0
 
@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent", type=int, default=64, help="requests in flight before 429")
     s.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
     s.add_argument("--sliding-window", action="store_true",
-                   help="let an explicit max_tokens pass the context: generation slides the window")
+                   help="let an explicit max_tokens pass the context: generation slides the window "
+                        "(a request can also ask for it: genforge_sliding_window)")
+    s.add_argument("--max-sliding-tokens", type=int, default=4096,
+                   help="most tokens one request that slides past the context may ask for")
     s.add_argument("--device", default="cpu")
 
     c = sub.add_parser("chat", help="chat in the terminal (history, streaming, /reset, /system, /params)")

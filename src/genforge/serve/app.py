@@ -34,11 +34,13 @@ class ServeSettings:
     max_body: int = 1 << 20  # bytes
     device: str = "cpu"
     sliding_window: bool = False  # True: explicit max_tokens may pass the context (the window slides)
+    max_sliding_tokens: int = 4096  # most tokens a request that slides past the context may ask for
 
     def __post_init__(self) -> None:
         for name, flag, low, high in (("max_concurrent", "--max-concurrent", 1, 1 << 20),
                                       ("max_batch", "--max-batch", 1, MAX_BATCH), ("max_n", "--max-n", 1, 128),
-                                      ("max_body", "--max-body", 1, 1 << 30)):
+                                      ("max_body", "--max-body", 1, 1 << 30),
+                                      ("max_sliding_tokens", "--max-sliding-tokens", 1, 1 << 20)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{flag} {value!r} is invalid: allowed an integer from {low} to {high}")

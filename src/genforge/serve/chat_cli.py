@@ -4,7 +4,8 @@ The history is a list of role messages; every turn renders the whole history wit
 template (``template_for(model.meta)``), streams the reply until one of the template's stop strings, and
 appends the cleaned reply. ``context_fit.fit_chat`` keeps the conversation inside the model's context:
 the oldest exchanges are dropped (the system message stays), and ``max_tokens`` left unset means "what
-fits". Commands::
+fits". An explicit ``max_tokens`` may pass the context: the reply then slides the window, like
+``genforge generate``. Commands::
 
     /reset              forget the conversation (the system prompt stays)
     /system [TEXT]      show or set the system prompt
@@ -101,7 +102,6 @@ class ChatSession:
         if unknown:
             raise GenforgeError(f"unknown sampling parameter {unknown[0]!r} for chat: allowed {', '.join(PARAM_TYPES)}")
         self.params = parse_params([], {**DEFAULT_PARAMS, **dict(params or {})})
-        self._check_max_tokens(self.params)
         self._told_dropping = False
         self.turn = 0  # replies since the start or the last /reset: reply k uses seed + k
 
@@ -123,15 +123,12 @@ class ChatSession:
     def _check_system(self, text: str) -> None:
         self.tm.codec.encode(self.template.neutralise(text))  # DataError: a character outside the vocabulary
 
-    def _check_max_tokens(self, params: Mapping[str, Any]) -> None:
-        if params["max_tokens"] is not None and params["max_tokens"] >= self.context:
-            raise GenforgeError(f"max_tokens={params['max_tokens']} is invalid: the model's context is "
-                                f"{self.context} tokens, so allowed 1 .. {self.context - 1}")
-
     def fit(self, user_text: str):
-        """The ``ChatWindow`` for ``user_text`` after the history: oldest exchanges dropped to fit."""
+        """The ``ChatWindow`` for ``user_text`` after the history: oldest exchanges dropped to fit (a reply
+        longer than the room left slides the window)."""
         return fit_chat(self.messages([{"role": "user", "content": user_text}]), self.template.render,
-                        self.tm.codec.encode, self.context, self.params["max_tokens"], drop_oldest=True)
+                        self.tm.codec.encode, self.context, self.params["max_tokens"], drop_oldest=True,
+                        slide=True)
 
     # -- one turn -------------------------------------------------------------------------------------
     def send(self, user_text: str) -> str | None:
@@ -143,8 +140,6 @@ class ChatSession:
             self.say(f"(the conversation is longer than the model's {self.context}-token context: "
                      "the oldest exchanges are dropped from now on)")
             self._told_dropping = True
-        if window.shortened:
-            self.say(f"(only {window.max_tokens} tokens of context are left for this reply)")
         seed = self.params["seed"]
         params = {**self.params, "max_tokens": window.max_tokens, "seed": None if seed is None else seed + self.turn}
         self.turn += 1
@@ -196,7 +191,6 @@ class ChatSession:
         elif name == "/params":
             if rest:
                 new = parse_params(rest.split(), self.params)
-                self._check_max_tokens(new)
                 if new["seed"] != self.params["seed"]:
                     self.turn = 0
                 self.params = new

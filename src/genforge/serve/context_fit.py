@@ -9,7 +9,10 @@ the studio). The rules:
 - a chat that may drop turns (``genforge chat``, the studio) leaves out the oldest messages, never the
   system message or the newest one, until the reply has room: ``max_tokens`` if given, else half the
   context (then the reply gets all the room left). When even the system message and the newest one
-  leave less than ``max_tokens``, the reply gets what is left, down to ``MIN_REPLY_TOKENS``.
+  leave less than ``max_tokens``, the reply gets what is left, down to ``MIN_REPLY_TOKENS``;
+- with ``slide`` (generation slides the window past the context: the CLI, ``genforge chat``, the studio,
+  a server started with ``--sliding-window``) an explicit ``max_tokens`` is kept as asked: only the prompt
+  must fit, and a chat that may drop turns keeps room for at most half the context of it.
 
 Pure functions over a ``render`` and an ``encode`` callable: no torch, no template, no model here.
 """
@@ -59,7 +62,6 @@ class ChatWindow:
     prompt_ids: list[int]
     max_tokens: int  # what the reply may use
     dropped: int  # oldest messages left out
-    shortened: bool  # True: max_tokens is less than the explicit value asked for
 
 
 def fit_chat(messages: Sequence[Mapping[str, Any]], render: Callable[[list], str],
@@ -82,9 +84,10 @@ def fit_chat(messages: Sequence[Mapping[str, Any]], render: Callable[[list], str
     kept, prompt, ids = window(0)
     if not drop_oldest:
         n = len(ids)
-        return ChatWindow(kept, prompt, ids, fit_max_tokens(n, context, max_tokens, "conversation", slide), 0,
-                          False)
+        return ChatWindow(kept, prompt, ids, fit_max_tokens(n, context, max_tokens, "conversation", slide), 0)
     want = max_tokens if max_tokens is not None else context // 2
+    if slide:  # the reply may run past the context: no need to clear the whole of it
+        want = min(want, context // 2)
     # where the kept part may start: at a user message (or at the start), never past the newest message
     starts = [0] + [i for i in range(1, len(rest)) if rest[i].get("role") == "user"]
     if len(ids) + want > context and len(starts) > 1:
@@ -102,6 +105,5 @@ def fit_chat(messages: Sequence[Mapping[str, Any]], render: Callable[[list], str
         raise ContextLengthError(f"that message is too long: with the system message the prompt is {len(ids)} "
                                  f"tokens and the model's context is {context}; shorten it (or the system "
                                  "message)")
-    budget = room if max_tokens is None else min(max_tokens, room)
-    return ChatWindow(kept, prompt, ids, budget, len(rest) - (len(kept) - len(head)),
-                      max_tokens is not None and budget < max_tokens)
+    budget = room if max_tokens is None else max_tokens if slide else min(max_tokens, room)
+    return ChatWindow(kept, prompt, ids, budget, len(rest) - (len(kept) - len(head)))

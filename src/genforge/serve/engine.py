@@ -10,8 +10,9 @@ pieces (``sampling.tokens``): prefill, penalty counts, ``sample_step`` and the s
 refill, each request with its own parameters and ``torch.Generator``. So a request produces exactly
 the tokens in-process generation produces for the same parameters and seed.
 
-With ``sliding_window`` a row whose state is full slides like in-process generation does (its most
-recent tokens are re-prefilled from position 0) instead of ending. A sampled ``eos_id`` ends its row
+A row whose request slides (``EngineRequest.slide``; unset: the engine's ``sliding_window``) slides
+like in-process generation does when its state is full (its most recent tokens are re-prefilled from
+position 0) instead of ending. A sampled ``eos_id`` ends its row
 ("eos") without being handed over.
 
 The loop runs in one thread; callbacks hand tokens to the caller (the HTTP layer bridges them
@@ -41,6 +42,7 @@ class EngineRequest:
     on_token: TokenCallback
     on_done: DoneCallback
     top_logprobs: int = 0  # > 0: also report the most likely alternatives at each step
+    slide: bool | None = None  # past the context: slide the window (None: the engine's sliding_window)
     rng: torch.Generator = field(default_factory=torch.Generator)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # engine-side state
@@ -71,7 +73,7 @@ class BatchEngine:
         self.max_batch = max_batch
         self.context = int(model.max_len)
         self.sliding_window = sliding_window
-        self.keep = slide_keep(self.context) if sliding_window else None
+        self.keep = slide_keep(self.context)  # tokens a sliding row keeps when its state is full
         self.eos_id = eos_id
         self.device = model_device(model)
         self._pending: deque[EngineRequest] = deque()
@@ -143,6 +145,8 @@ class BatchEngine:
             return
         if self._state is None:
             self._state = self.model.init_state(self.max_batch, self.context)
+        if req.slide is None:
+            req.slide = self.sliding_window
         n = len(req.prompt_ids)
         last, single = prefill(self.model, [req.prompt_ids], min(n + req.params.max_tokens, self.context))
         row = len(self._active)
@@ -171,7 +175,7 @@ class BatchEngine:
             return "eos"
         if req.generated >= req.params.max_tokens:
             return "length"
-        if self.keep is None and int(self._lengths[row]) + 1 >= self.context:
+        if not req.slide and int(self._lengths[row]) + 1 >= self.context:
             return "length"
         return None
 
@@ -196,12 +200,11 @@ class BatchEngine:
         if n == 0:
             return
         self.max_rows_seen = max(self.max_rows_seen, n)
-        if self.keep is not None:
-            for row, req in enumerate(self._active):
-                if int(self._lengths[row]) >= self.context:  # full: slide as sampling.tokens.feed does
-                    self.model.put_row(self._state, row, refill(self.model, [req.ids], self.keep, self.context))
-                    self._lengths[row] = self.keep - 1
-                    self.slides += 1
+        for row, req in enumerate(self._active):
+            if req.slide and int(self._lengths[row]) >= self.context:  # full: slide as sampling.tokens.feed does
+                self.model.put_row(self._state, row, refill(self.model, [req.ids], self.keep, self.context))
+                self._lengths[row] = self.keep - 1
+                self.slides += 1
         ids = torch.tensor([[r.ids[-1]] for r in self._active], dtype=torch.long, device=self.device)
         logits = self.model.step_rows(ids, self._state, self._lengths[:n].to(self.device))  # (n, 1, V)
         self._lengths[:n] += 1

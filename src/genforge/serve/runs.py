@@ -110,7 +110,7 @@ class GenerationRun:
     """All choices of one request, as one async stream of ``Event``s."""
 
     def __init__(self, engine: BatchEngine, codec: Codec, prompt_ids: list[int], params: SamplingParams,
-                 n: int, stops: tuple[str, ...], top_logprobs: int = 0) -> None:
+                 n: int, stops: tuple[str, ...], top_logprobs: int = 0, slide: bool | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.bridge = _bridges.get(loop) or _bridges.setdefault(loop, _LoopBridge(loop))
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -120,7 +120,7 @@ class GenerationRun:
             # choice i of a seeded request uses seed + i, so the n choices differ but repeat
             p = params if params.seed is None or i == 0 else _with_seed(params, params.seed + i)
             choice.request = EngineRequest(
-                list(prompt_ids), p, top_logprobs=top_logprobs,
+                list(prompt_ids), p, top_logprobs=top_logprobs, slide=slide,
                 on_token=lambda t, lp, top, c=choice: self._put(c, c.on_token, t, lp, top),
                 on_done=lambda r, e, c=choice: self._put(c, c.on_done, r, e))
         self.engine = engine

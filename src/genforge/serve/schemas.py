@@ -69,6 +69,9 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
+    genforge_sliding_window: bool | None = Field(default=None, description=(
+        "genforge: an explicit max_tokens may pass the model's context, generation then slides the window "
+        "(re-reads its most recent tokens); null: the server's --sliding-window setting"))
 
     _numbers = field_validator("max_tokens", "temperature", "top_p", "n", "seed", "presence_penalty",
                                "frequency_penalty", mode="before")(_not_a_bool)

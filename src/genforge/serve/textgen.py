@@ -61,6 +61,7 @@ class TextJob:
     logprobs: bool = False
     top_logprobs: int = 0
     echo: str = ""  # put before the text of each whole (not streamed) choice
+    slide: bool = False  # past the context the window slides (see engine.EngineRequest.slide)
     extra: dict[str, Any] = field(default_factory=dict)  # genforge fields of the response / first chunk
 
 
@@ -69,7 +70,7 @@ async def respond(request: Request, state: ServerState, surface: TextSurface, jo
     if job.n > state.settings.max_n:
         raise APIError(400, f"n={job.n} exceeds this server's limit of {state.settings.max_n}", "n")
     run = GenerationRun(job.model.engine, job.model.tm.codec, job.prompt_ids, job.params, job.n, job.stops,
-                        job.top_logprobs)
+                        job.top_logprobs, job.slide)
     state.admit()
     try:
         run.start()

@@ -2,7 +2,9 @@
 
 With ``genforge_fit_context`` (the studio sends it) the oldest messages that do not fit the model's
 context are left out, and the response's ``genforge_context`` says how many; without it, OpenAI's
-semantics hold (an explicit ``max_tokens`` that does not fit is a 400).
+semantics hold (an explicit ``max_tokens`` that does not fit is a 400). With ``genforge_sliding_window``
+(or a server started with ``--sliding-window``) an explicit ``max_tokens`` may pass the context: the reply
+slides the window.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ..context_fit import ContextLengthError, fit_chat
 from ..schemas import APIError, ChatRequest
 from ..state import Server
 from ..textgen import TextJob, TextSurface, Token, respond
-from .completions import context_error
+from .completions import context_error, sliding
 
 router = APIRouter()
 
@@ -57,9 +59,10 @@ async def chat_completions(request: Request, req: ChatRequest, state: Server):
             m.tm.codec.encode(m.template.neutralise(msg["content"]))
         except GenforgeError as e:
             raise APIError(400, f"message {i} ({msg['role']}): {e}", "messages", "invalid_messages") from None
+    slide = sliding(req, m, state.settings.max_sliding_tokens)
     try:
         window = fit_chat(messages, m.template.render, m.tm.codec.encode, m.context_length, req.max_tokens,
-                          drop_oldest=req.genforge_fit_context, slide=m.engine.sliding_window)
+                          drop_oldest=req.genforge_fit_context, slide=slide)
     except ContextLengthError as e:
         raise context_error(e) from None
     except GenforgeError as e:  # malformed messages, or text outside the vocabulary
@@ -71,5 +74,6 @@ async def chat_completions(request: Request, req: ChatRequest, state: Server):
     stops = params.stop + tuple(s for s in m.template.stop_strings() if s not in params.stop)
     top = (req.top_logprobs or 0) if req.logprobs else 0
     job = TextJob(m, window.prompt_ids, replace(params, max_tokens=window.max_tokens), req.n, stops, req.stream,
-                  bool(req.stream_options and req.stream_options.include_usage), req.logprobs, top, extra=extra)
+                  bool(req.stream_options and req.stream_options.include_usage), req.logprobs, top,
+                  extra=extra, slide=slide)
     return await respond(request, state, ChatCompletions(), job)

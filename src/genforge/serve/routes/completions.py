@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from ...errors import GenforgeError
 from ...types import Codec
 from ..context_fit import ContextLengthError, fit_max_tokens
-from ..schemas import APIError, CompletionRequest
+from ..schemas import APIError, ChatRequest, CompletionRequest
 from ..state import Served, Server
 from ..textgen import TextJob, TextSurface, Token, respond
 
@@ -42,6 +42,17 @@ def encode(m: Served, text: str, param: str) -> list[int]:
     return ids
 
 
+def sliding(req: CompletionRequest | ChatRequest, m: Served, limit: int) -> bool:
+    """Whether the request slides past the context: its own choice, else the server's setting; a request
+    that slides may ask for at most ``limit`` tokens."""
+    slide = m.engine.sliding_window if req.genforge_sliding_window is None else req.genforge_sliding_window
+    if slide and req.max_tokens is not None and req.max_tokens > limit:
+        raise APIError(400, f"max_tokens={req.max_tokens} exceeds this server's limit of {limit} tokens for "
+                       "generation that slides past the context (--max-sliding-tokens)", "max_tokens",
+                       "invalid_value")
+    return slide
+
+
 def context_error(e: ContextLengthError) -> APIError:
     return APIError(400, str(e), "max_tokens", "context_length_exceeded")
 
@@ -57,11 +68,12 @@ async def completions(request: Request, req: CompletionRequest, state: Server):
                            "prompt")
         prompt = prompt[0]
     ids = encode(m, prompt, "prompt")
+    slide = sliding(req, m, state.settings.max_sliding_tokens)
     try:
-        max_tokens = fit_max_tokens(len(ids), m.context_length, req.max_tokens, slide=m.engine.sliding_window)
+        max_tokens = fit_max_tokens(len(ids), m.context_length, req.max_tokens, slide=slide)
     except ContextLengthError as e:
         raise context_error(e) from None
     job = TextJob(m, ids, replace(params, max_tokens=max_tokens), req.n, params.stop, req.stream,
                   bool(req.stream_options and req.stream_options.include_usage), req.logprobs is not None,
-                  req.logprobs or 0, prompt if req.echo else "")
+                  req.logprobs or 0, prompt if req.echo else "", slide=slide)
     return await respond(request, state, Completions(), job)

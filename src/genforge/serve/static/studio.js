@@ -528,7 +528,8 @@ async function generate() {
   if (!request) return;
   const { model, params } = request;
   const prompt = $("prompt").value;
-  const body = { model, prompt, ...params, stream: true };
+  // genforge_sliding_window: a max tokens past the model's context slides the window (keeps its newest tokens)
+  const body = { model, prompt, ...params, stream: true, genforge_sliding_window: true };
 
   const box = $("output-box");
   const out = $("output");
@@ -656,8 +657,9 @@ async function sendChat() {
   $("chat-stats").textContent = "Generating…";
 
   // genforge_fit_context: the server leaves out the oldest messages that no longer fit the model's context
-  // (never the system prompt) and says how many; an empty max tokens then means "what fits".
-  const body = { model, messages, ...params, stream: true, genforge_fit_context: true };
+  // (never the system prompt) and says how many; an empty max tokens then means "what fits", and a larger
+  // one slides the window past the context (genforge_sliding_window).
+  const body = { model, messages, ...params, stream: true, genforge_fit_context: true, genforge_sliding_window: true };
   const r = await streamRequest("v1/chat/completions", body, {
     signal: controller.signal,
     pick: (ch) => (ch.delta ? ch.delta.content : ch.message ? ch.message.content : undefined),
