@@ -122,6 +122,29 @@ def rows() -> list[str]:
         out.append(f"| server, one stream vs in-process generate | {ov['median_tokens_per_s']['server']:.0f} tokens/s "
                    f"| in-process {ov['median_tokens_per_s']['in_process']:.0f} | {fmt.spread(ovp)} "
                    f"(target >= 0.9: {'met' if ovp['median'] >= 0.9 else 'not met'}) | serve_load.json |")
+    es = fmt.load("engine_step")
+    if es:  # the breakdowns' parts in the order engine_step.py writes them
+        ms = es["median_ms"]
+        fwd, emit, loop = es["breakdown_ms_engine_step_16"].values()
+        _, matmul, attention, rest = es["breakdown_ms_forward_16"].values()
+        ratio = es["step_16_vs_1"]["engine"]
+        out.append(f"| server engine, one decode step at 16 rows vs 1 ({es['config']['model']}, "
+                   f"{es['config']['threads']} thread) | {ms['engine_16']:.1f} ms vs {ms['engine_1']:.1f} ms "
+                   f"({ratio:.1f}x the time for 16x the rows: {16 / ratio:.1f}x the tokens/s) | | forward "
+                   f"{fwd:.1f} ms, sampling + callbacks {emit:.1f} ms, loop {loop:.1f} ms | engine_step.json |")
+        out.append(f"| server engine, that 16-row forward taken apart | matrix products {matmul:.1f} ms, "
+                   f"attention {attention:.1f} ms, the rest {rest:.1f} ms | batch-1 matrix products "
+                   f"{ms['matmul_floor_1']:.1f} ms | per-row sampling {es['sampling_per_row_vs_batched']:.0f}x "
+                   "one batched call | engine_step.json |")
+    sw = fmt.load("sliding_window")
+    if sw:
+        for keep, r in sw["ratio_to_200_tokens"].items():
+            if keep in ("1000 keep 3/4", "1000 nanoGPT crop"):
+                what = ("nanoGPT's crop-and-recompute, 1,000 tokens" if "nanoGPT" in keep
+                        else "decode 1,000 tokens, sliding (keep 3/4 of the context)")
+                out.append(f"| {what} vs 200 tokens ({sw['model']}, {sw['context']}-token context) "
+                           f"| {sw['tokens_per_s'][keep]['median']:.0f} tokens/s | 200 tokens: "
+                           f"{sw['tokens_per_s']['200']['median']:.0f} | {fmt.spread(r)} | sliding_window.json |")
     for gpu in _gpu_results():
         name, dev = gpu["file"], gpu["machine"]["gpu"]["name"]
         for shape, modes in gpu["train_tokens_per_s"].items():
@@ -168,7 +191,7 @@ def results_section() -> str:
         if tq.get("quality"):
             notes.append(f"- train_quality.json, val loss runs: "
                          f"{fmt.machine(tq.get('quality_machine'), tq.get('quality_measured'))}")
-    for name in ("nanogpt_check", "generate_speed", "serve_load"):
+    for name in ("nanogpt_check", "generate_speed", "serve_load", "engine_step", "sliding_window"):
         d = fmt.load(name)
         if d:
             busy = d.get("config", {}).get("threads") or d["machine"].get("torch_threads")
@@ -194,7 +217,8 @@ def results_section() -> str:
         f"Reproduce: `python benchmarks/train_quality.py --corpus input.txt` (Tiny Shakespeare{chars}; "
         "`--skip-quality` re-measures the speed rows only), `python benchmarks/nanogpt_check.py --nanogpt-dir "
         "PATH` (a nanoGPT checkout of your own), `python benchmarks/generate_speed.py`, "
-        "`python benchmarks/serve_load.py`, `python benchmarks/bundled_models.py`, and on a GPU "
+        "`python benchmarks/serve_load.py`, `python benchmarks/engine_step.py`, `python benchmarks/sliding_window.py`, "
+        "`python benchmarks/bundled_models.py`, and on a GPU "
         "`bash benchmarks/gpu_check.sh`.",
     ]))
 

@@ -20,6 +20,7 @@ prefill, at temperature 0.8 with a fixed seed:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,12 +92,13 @@ def main() -> None:
         if name != peer:
             fn()
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
+    names, loads = list(variants), []
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             if name != peer or r < min(peer_rounds, rounds):
                 seconds[name].append(variants[name]())
+        loads.append(os.getloadavg()[0])
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in seconds.items() if v), flush=True)
     rates = {name: [(short if name == f"{short}" else long) / s for s in runs] for name, runs in seconds.items()}
     base = rates[f"{short}"]
@@ -108,6 +110,7 @@ def main() -> None:
                                      if name != f"{short}" and r},
         "mean_history_seen": {name: k * ctx + (ctx - k * ctx) / 2 for name, k in KEEPS.items()},
         "seconds": {name: runs for name, runs in seconds.items() if runs},
+        "loadavg_1min_per_round": loads,
     }
     for name, ratio in out[f"ratio_to_{short}_tokens"].items():
         print(f"{name}: {median(rates[name]):.1f} tok/s, {ratio['median']:.3f}x of {short} tokens "
