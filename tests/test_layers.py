@@ -14,16 +14,17 @@ import genforge
 
 SRC = Path(genforge.__file__).resolve().parent
 CORE = {"errors", "paths", "atomic", "types", "config", "registry", "checkpoint", "device", "store"}
-LEAVES = {"codecs", "models", "sampling"}
+LEAVES = {"codecs", "models", "diffusion", "sampling"}
 ALLOWED = {
     "core": {"core"},
     "codecs": {"core", "codecs"},
     "models": {"core", "models"},
+    "diffusion": {"core", "diffusion"},
     "sampling": {"core", "sampling"},
     "data": {"core", "codecs", "data"},
-    "train": {"core", "codecs", "models", "data", "train"},
-    "pipelines": {"core", "codecs", "models", "sampling", "data", "pipelines"},
-    "serve": {"core", "codecs", "models", "sampling", "data", "pipelines", "serve"},
+    "train": {"core", *LEAVES, "data", "train"},  # sampling: sample grids now, RL rollouts next
+    "pipelines": {"core", *LEAVES, "data", "pipelines"},
+    "serve": {"core", *LEAVES, "data", "pipelines", "serve"},
 }
 
 

@@ -84,6 +84,9 @@ class TwoOptimizerTask:
         self.gen.set_state(tensors["data.rng"])
         self.ema.load_state(tensors)
 
+    def checkpoint_files(self):
+        return {}
+
     def meta(self):
         return {"model": {"kind": "two-nets"}, "task": self.kind, "pipeline": "none"}
 

@@ -304,10 +304,18 @@ def export_model(src: str | Path, dst: str | Path, dtype: str = "fp16", card: st
         raise CheckpointError(f"export dtype {dtype!r} is unknown: allowed fp16, bf16, fp32")
     src = Path(src)
     meta = read_meta(src)
-    tensors = {k: v.to(casts[dtype]) if v.is_floating_point() else v
-               for k, v in load_tensors(src, "model.safetensors", meta).items()}
+    weights = load_tensors(src, "model.safetensors", meta)
+    if meta.get("sampling_weights") == "ema" and (src / "trainer.safetensors").is_file():
+        # a model that samples with its weights' moving average (diffusion, GANs): export the average
+        ema = {k[4:]: v for k, v in load_tensors(src, "trainer.safetensors", meta).items() if k.startswith("ema.")}
+        if set(ema) != set(weights):
+            raise CheckpointError(f"{src}: its EMA weights do not match the model's; export the run again")
+        weights = ema
+    tensors = {k: v.to(casts[dtype]) if v.is_floating_point() else v for k, v in weights.items()}
     meta = {k: v for k, v in meta.items() if k not in ("trainer", "files", "format", "version")}
     meta["weights_dtype"] = dtype
+    if meta.get("sampling_weights") == "ema":
+        meta["sampling_weights"] = "model"  # the exported weights are the average
     meta.update(extra_meta or {})  # e.g. {"chat_template": "shakespeare"} for chat models
     extra = {"MODEL_CARD.md": card.encode("utf-8")} if card is not None else None
     return save_checkpoint(dst, tensors, meta, extra_files=extra)  # the card is committed with the weights

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .errors import GenforgeError
 
 DEFAULT_MODEL = "shakespeare-char"
+DEFAULT_PROMPT = "MACBETH.\n"
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -54,6 +55,10 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     """Text streams to stdout (prompt, then continuation); ``--out`` writes it to a file instead."""
     from .serve.context_fit import fit_max_tokens
 
+    _refuse_flags(args, IMAGE_FLAGS, "image")
+    if args.prompt is None:
+        args.prompt = DEFAULT_PROMPT
+
     # --max-tokens left out: what fits the context beside the prompt
     params["max_tokens"] = fit_max_tokens(len(tm.codec.encode(args.prompt)), tm.context_length,
                                           params.get("max_tokens"), slide=True)  # past the context: it slides
@@ -78,7 +83,49 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     return 0
 
 
-GENERATORS = {"text": _generate_text}  # a pipeline's modality -> how `genforge generate` writes its output
+def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
+    """Images to PNG files in ``--out`` (default ``samples/``): one per image and a grid, each carrying the
+    settings that made it; a progress bar while the sampler runs."""
+    import random
+
+    from tqdm.auto import tqdm
+
+    text_only = [k for k, v in params.items() if k != "seed" and (k != "stop" or v)]  # stop: () when not given
+    if text_only:
+        raise GenforgeError(f"--{text_only[0].replace('_', '-')} applies to text models; {args.model} is an image "
+                            "model (its flags: --n, --class, --steps, --sampler, --guidance, --seed)")
+    if args.prompt is not None:
+        raise GenforgeError("--prompt for image models is not supported yet: give --class NAME or --class INDEX "
+                            f"({im._known()})")
+    seed = params.get("seed", random.randrange(2**31))
+    def given(value, default):
+        return default if value is None else value
+
+    n, steps = given(args.n, 16), given(args.steps, 25)
+    sampler, guidance = given(args.sampler, "dpmpp_2m"), given(args.guidance, 2.0)
+    cls = None if args.class_ is None else im.class_id(args.class_)
+    im.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
+    if cls is not None:
+        print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})")
+    with tqdm(total=steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
+        images = im.generate(n=n, cls=cls, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
+                             callback=lambda i, total: bar.update(1))
+    settings = {"seed": seed, "steps": steps, "sampler": sampler, "guidance": guidance,
+                "class": None if cls is None else im.classes[cls] if cls < len(im.classes) else cls}
+    paths = im.save(images, args.out or "samples", settings)
+    print(f"wrote {len(paths) - 1} images and {paths[-1]} (seed {seed})")
+    return 0
+
+
+def _refuse_flags(args: argparse.Namespace, names: Sequence[str], kind: str) -> None:
+    for name in names:
+        if getattr(args, name) is not None:
+            flag = "--class" if name == "class_" else "--" + name.replace("_", "-")
+            raise GenforgeError(f"{flag} applies to {kind} models; {args.model} is not one")
+
+
+IMAGE_FLAGS = ("n", "class_", "steps", "sampler", "guidance")
+GENERATORS = {"text": _generate_text, "image": _generate_image}  # a pipeline's modality -> how `generate` writes
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -133,6 +180,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .pipelines import load
 
     tm = load(args.model, quantize=args.quantize)
+    if getattr(tm, "modality", "text") != "text":
+        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text models so far")
     text = read_corpus(args.corpus)
     ppl = tm.perplexity(text)
     print(f"perplexity {ppl:.4f}  ({math.log(ppl):.4f} nats/token, {math.log2(ppl):.4f} bits/token)")
@@ -180,16 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="TOML recipe, e.g. configs/shakespeare-char.toml")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
 
-    g = sub.add_parser("generate", help="generate text from a model, streaming")
+    g = sub.add_parser("generate", help="generate text (streaming) or images (PNG files) from a model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
-    g.add_argument("--prompt", default="MACBETH.\n", help="text to continue")
+    g.add_argument("--prompt", default=None, help="text to continue (default: 'MACBETH.\\n')")
     _sampling_flags(g, GENERATE_FLAGS)
     g.add_argument("--stop", action="append", help="stop string (repeatable); never printed")
     g.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     g.add_argument("--no-stream", action="store_true", help="print the whole text at the end")
-    g.add_argument("--out", default=None, help="write the output to this file instead of stdout")
+    g.add_argument("--out", default=None, help="text: write to this file instead of stdout; images: the folder "
+                   "for the PNGs (default samples/)")
+    images = g.add_argument_group("image models")
+    images.add_argument("--n", type=int, default=None, help="images to make (default 16)")
+    images.add_argument("--class", dest="class_", default=None, help="class index or name (default: each in turn)")
+    images.add_argument("--steps", type=int, default=None, help="sampler steps (default 25)")
+    images.add_argument("--sampler", default=None, help="ddpm, ddim, heun or dpmpp_2m (default)")
+    images.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default 2; 1 = none)")
 
     sub.add_parser("models", help="list bundled and local models")
 

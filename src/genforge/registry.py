@@ -55,6 +55,7 @@ class Registry:
 MODELS = Registry("model", {
     "transformer": "genforge.models.transformer:GPT",
     "rnn": "genforge.models.rnn:RNNLM",
+    "unet": "genforge.models.unet:UNet",
 })
 CODECS = Registry("codec", {
     "char": "genforge.codecs.char:CharCodec",
@@ -62,7 +63,9 @@ CODECS = Registry("codec", {
 })
 TASKS = Registry("task", {
     "lm": "genforge.train.tasks.lm:LanguageModelTask",
+    "diffusion": "genforge.train.tasks.diffusion:DiffusionTask",
 })
 PIPELINES = Registry("pipeline", {
     "text": "genforge.pipelines.text:TextModel",
+    "image": "genforge.pipelines.image:ImageModel",
 })

@@ -102,6 +102,13 @@ class BatchedStepModel(StepModel, Protocol):
         ...
 
 
+class Denoiser(Protocol):
+    """What diffusion samplers run: ``D(x, sigma, cond)`` estimates the clean image x0 from the noisy
+    ``x = x0 + sigma * eps`` (Karras et al. 2022); sigma is (B,), cond (B,) class ids or None."""
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor | None = None) -> Tensor: ...
+
+
 MAX_CANDIDATES = 64  # most beams or best-of candidates one request may ask for (each is a batch row)
 MAX_STOP = 16  # most stop strings one generation may have (a chat template's own count too)
 

@@ -83,6 +83,9 @@ class ServerState:
             return
         served = {}
         for name, tm in load_models(self.settings, self.loaded).items():
+            if getattr(tm, "modality", "text") != "text":
+                raise GenforgeError(f"{name} is an {tm.modality} model: genforge serve serves text models so far; "
+                                    "generate its images with `genforge generate --model ...`")
             engine = BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec))
             served[name] = Served(name, tm, engine, getattr(tm, "modality", "text"),
                                   bool(tm.meta.get("chat_template")), Served.check(tm))

@@ -169,7 +169,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                             "nonfinite_steps": bad_total, "world_size": rt.world_size,
                             "device": str(rt.device), "precision": str(rt.amp_dtype or "fp32")},
             }
-            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", model_tensors(raw), meta_out, trainer)
+            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", model_tensors(raw), meta_out, trainer,
+                                   extra_files=task.checkpoint_files() or None)
             prune_checkpoints(out, tc.keep_checkpoints)
             return path
 

@@ -58,5 +58,8 @@ class Task(Protocol):
 
     def load_state(self, tensors: dict[str, Tensor], info: dict[str, Any]) -> None: ...
 
+    def checkpoint_files(self) -> dict[str, bytes]:
+        """Files saved beside each checkpoint's weights (a diffusion model's sample grid); may be empty."""
+
     def meta(self) -> dict[str, Any]:
         """What genforge.json records for loading: model kind and config, codec, pipeline, task kind."""

@@ -161,6 +161,9 @@ class LanguageModelTask:
     def load_state(self, tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
         self.sampler.load_state_dict({"rng": tensors["rng.data"], "batches": info["batches"]})
 
+    def checkpoint_files(self) -> dict[str, bytes]:
+        return {}
+
     def meta(self) -> dict[str, Any]:
         return {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
                 "init_from": self.cfg.train.init_from or None, "pipeline": "text", "task": self.kind}

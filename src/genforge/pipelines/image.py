@@ -1,0 +1,138 @@
+"""The image pipeline: condition -> denoise (a diffusion sampler) -> decode to PNG, behind ``genforge.load``.
+
+``genforge.load("runs/fashion")`` of a diffusion checkpoint returns an ``ImageModel``; ``generate`` gives
+uint8 images (N, C, H, W), ``save`` writes them as PNG files carrying how they were made (model, seed,
+steps, sampler, guidance, class) in PNG text chunks, plus a grid.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, GenforgeError
+
+MAX_IMAGES = 256  # most images one call may ask for
+MAX_GUIDANCE = 30.0
+
+
+class ImageModel:
+    """A loaded image diffusion model: ``generate`` images of a class (or unconditionally) and ``save`` them."""
+
+    modality = "image"
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], path: Path | None = None) -> None:
+        from ..diffusion.schedules import training_sigmas
+
+        self.model = model.eval()
+        self.meta = meta
+        self.path = path
+        d = meta.get("diffusion") or {}
+        self.prediction = d.get("prediction", "v")
+        self.timesteps = int(d.get("timesteps", 1000))
+        self.train_sigmas = training_sigmas(d.get("schedule", "cosine"), self.timesteps)
+        self.classes: list[str] = list(meta.get("classes") or [])
+        cfg = model.config
+        self.shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        self.num_classes = cfg.num_classes
+        self.name = "model" if path is None else (  # a run's checkpoint: "run/step-00000060"
+            f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: Path, meta: dict[str, Any], device: str = "cpu", quantize: str | None = None,
+                        dtype: str | None = None) -> ImageModel:
+        """A diffusion checkpoint or exported model folder. A training checkpoint samples with its EMA
+        weights (kept in trainer.safetensors); an exported model already holds them."""
+        from ..checkpoint import check_weights_fit_config, load_tensors, load_weights
+        from ..device import resolve_device
+        from ..models import build_model
+
+        if quantize is not None or dtype is not None:
+            raise GenforgeError("image models load in fp32: remove --quantize / dtype")
+        model_meta = meta.get("model")
+        if not isinstance(model_meta, dict) or model_meta.get("kind") != "unet":
+            raise CheckpointError(f"{path / 'genforge.json'}: an image pipeline needs a model of kind 'unet'")
+        check_weights_fit_config(path, meta)
+        model = build_model("unet", {k: v for k, v in model_meta.items() if k != "kind"}, init=False)
+        tensors = load_tensors(path, "model.safetensors", meta)
+        if meta.get("sampling_weights") == "ema" and (path / "trainer.safetensors").is_file():
+            trainer = load_tensors(path, "trainer.safetensors", meta)
+            tensors = {k[len("ema."):]: v for k, v in trainer.items() if k.startswith("ema.")} or tensors
+        load_weights(model, {k: v.float() for k, v in tensors.items()}, path)
+        return cls(model.to(resolve_device(device, field="device")), meta, path)
+
+    # --- conditions ------------------------------------------------------------------------------
+    def class_id(self, cls: int | str) -> int:
+        """A class by index or by name (case-insensitive); one line listing the classes otherwise."""
+        if not self.num_classes:
+            raise GenforgeError(f"{self.name} is unconditional: it takes no class")
+        if isinstance(cls, bool) or not isinstance(cls, int | str):
+            raise GenforgeError(f"class {cls!r} is invalid: give an index 0 .. {self.num_classes - 1} or a name")
+        if isinstance(cls, str) and cls.strip().lstrip("-").isdigit():
+            cls = int(cls)
+        if isinstance(cls, int):
+            if not 0 <= cls < self.num_classes:
+                raise GenforgeError(f"class {cls} is out of range: this model knows 0 .. {self.num_classes - 1} "
+                                    f"({self._known()})")
+            return cls
+        names = [c.lower() for c in self.classes]
+        if cls.strip().lower() in names:
+            return names.index(cls.strip().lower())
+        raise GenforgeError(f"class {cls!r} is unknown: this model knows {self._known()}")
+
+    def _known(self) -> str:
+        return ", ".join(f"{i} {c!r}" for i, c in enumerate(self.classes)) or f"0 .. {self.num_classes - 1}"
+
+    # --- generation ------------------------------------------------------------------------------
+    def generate(self, n: int = 16, cls: int | str | None = None, steps: int = 25, sampler: str = "dpmpp_2m",
+                 guidance: float = 2.0, seed: int = 0, spacing: str | None = None, callback=None) -> Tensor:
+        """``n`` images as uint8 (n, C, H, W): of class ``cls`` (index or name), or with ``cls=None`` one
+        class after another for a conditional model (unconditional samples for an unconditional one).
+        The same seed gives the same images on the same machine."""
+        from ..codecs.image import to_uint8
+        from ..diffusion.precondition import NetworkDenoiser
+        from ..diffusion.schedules import sampling_sigmas
+        from ..sampling.diffusion import SAMPLERS, generate_samples
+
+        self.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
+        if sampler not in SAMPLERS:
+            raise GenforgeError(f"sampler {sampler!r} is unknown: allowed {', '.join(SAMPLERS)}")
+        labels = None
+        if self.num_classes:
+            labels = (torch.full((n,), self.class_id(cls), dtype=torch.long) if cls is not None
+                      else torch.arange(n) % self.num_classes)
+        with torch.inference_mode():
+            sigmas = sampling_sigmas(self.train_sigmas, steps, spacing or sampler)
+            x = generate_samples(NetworkDenoiser(self.model, self.prediction), sigmas, n, self.shape, labels,
+                                 self.num_classes, sampler, guidance, seed, self.device, callback)
+        return to_uint8(x.cpu())
+
+    def check(self, n: int, steps: int, sampler: str, guidance: float, seed: int) -> None:
+        """One line naming the bound for each out-of-range generation setting."""
+        for name, value, lo, hi in (("n", n, 1, MAX_IMAGES), ("steps", steps, 1, self.timesteps)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise GenforgeError(f"{name}={value!r} is out of range: allowed an integer {lo} .. {hi}")
+        if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not math.isfinite(guidance) \
+                or not 0 <= guidance <= MAX_GUIDANCE:
+            raise GenforgeError(f"guidance={guidance!r} is out of range: allowed 0 .. {MAX_GUIDANCE:g} (1 = none)")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+            raise GenforgeError(f"seed={seed!r} is invalid: allowed an integer in the signed 64-bit range")
+
+    def save(self, images: Tensor, out_dir: str | Path, settings: dict[str, Any], prefix: str = "image") -> list[Path]:
+        """Write each image and a grid of all of them as PNGs whose text chunks record ``settings``."""
+        from ..codecs.image import image_grid, save_png
+
+        out = Path(out_dir)
+        meta = {"model": self.name, **settings}
+        paths = [save_png(img, out / f"{prefix}-{i:03d}.png", {**meta, "index": i}, scale=1)
+                 for i, img in enumerate(images)]
+        paths.append(save_png(image_grid(images), out / "grid.png", meta, scale=2))
+        return paths
