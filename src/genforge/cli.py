@@ -94,24 +94,27 @@ def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
     if text_only:
         raise GenforgeError(f"--{text_only[0].replace('_', '-')} applies to text models; {args.model} is an image "
                             "model (its flags: --n, --class, --steps, --sampler, --guidance, --seed)")
-    if args.prompt is not None:
-        raise GenforgeError("--prompt for image models is not supported yet: give --class NAME or --class INDEX "
-                            f"({im._known()})")
     seed = params.get("seed", random.randrange(2**31))
     def given(value, default):
         return default if value is None else value
 
     n, steps = given(args.n, 16), given(args.steps, 25)
     sampler, guidance = given(args.sampler, "dpmpp_2m"), given(args.guidance, 2.0)
-    cls = None if args.class_ is None else im.class_id(args.class_)
+    cls, matched = None, ""
+    if args.class_ is not None:
+        cls = im.class_id(args.class_)
+    elif args.prompt is not None:
+        cls, matched = im.class_from_prompt(args.prompt)  # the class the prompt names
     im.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
     if cls is not None:
-        print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})")
+        print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})"
+              + (f", from the prompt's {matched!r}" if matched else ""))
     with tqdm(total=steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
         images = im.generate(n=n, cls=cls, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                              callback=lambda i, total: bar.update(1))
     settings = {"seed": seed, "steps": steps, "sampler": sampler, "guidance": guidance,
-                "class": None if cls is None else im.classes[cls] if cls < len(im.classes) else cls}
+                "class": None if cls is None else im.classes[cls] if cls < len(im.classes) else cls,
+                "prompt": args.prompt}
     paths = im.save(images, args.out or "samples", settings)
     print(f"wrote {len(paths) - 1} images and {paths[-1]} (seed {seed})")
     return 0

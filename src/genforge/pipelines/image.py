@@ -88,6 +88,29 @@ class ImageModel:
             return names.index(cls.strip().lower())
         raise GenforgeError(f"class {cls!r} is unknown: this model knows {self._known()}")
 
+    def class_from_prompt(self, prompt: str) -> tuple[int, str]:
+        """The class a short text prompt names, and the words that matched: the class with the most of its
+        name's words in the prompt (plurals too), ties broken by the share of its name matched ("a shirt" is
+        'Shirt', "a t-shirt" is 'T-shirt/top'). A prompt that names no class is one line listing them."""
+        import re
+
+        if not self.num_classes:
+            raise GenforgeError(f"{self.name} is unconditional: it takes no prompt")
+        words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
+        if not words:
+            raise GenforgeError(f"the prompt is empty: name one of the classes this model knows ({self._known()})")
+        best, best_key, matched = None, (0, 0.0), []
+        for i, name in enumerate(self.classes):
+            parts = re.findall(r"[a-z0-9]+", name.lower())
+            hit = [p for p in parts if {p, p + "s", p + "es"} & words]
+            key = (len(hit), len(hit) / max(1, len(parts)))
+            if key > best_key:
+                best, best_key, matched = i, key, hit
+        if best is None:
+            raise GenforgeError(f"the prompt {prompt[:60]!r} names none of the classes this model can draw: "
+                                f"{self._known()}")
+        return best, " ".join(matched)
+
     def _known(self) -> str:
         return ", ".join(f"{i} {c!r}" for i, c in enumerate(self.classes)) or f"0 .. {self.num_classes - 1}"
 

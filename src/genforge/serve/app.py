@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConfigError
-from .routes import chat, completions, embeddings, models, studio
+from .routes import chat, completions, embeddings, images, models, studio
 from .schemas import APIError
 from .state import ServerState
 
@@ -61,7 +61,7 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
     app = FastAPI(title="genforge", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible API for genforge models.")
     app.state.genforge = state
-    for surface in (models, completions, chat, embeddings, studio):  # a new modality: one more module
+    for surface in (models, completions, chat, embeddings, images, studio):  # a new modality: one more module
         app.include_router(surface.router)
     studio.mount(app)
 

@@ -6,6 +6,7 @@ traceback from inside the web server.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +21,8 @@ from .schemas import APIError
 
 if TYPE_CHECKING:
     from .app import ServeSettings
+
+SERVED_MODALITIES = ("text", "image")
 
 
 def served_name(spec: str) -> str:
@@ -47,18 +50,21 @@ def load_models(settings: ServeSettings, loaded: dict[str, Any] | None = None) -
 
 @dataclass
 class Served:
-    """One model the server serves, with its batch engine."""
+    """One model the server serves: a text model with its batch engine, or an image model."""
 
     name: str
-    tm: Any  # the loaded pipeline (a TextModel: .model, .codec, .meta, .context_length)
-    engine: BatchEngine
-    modality: str  # "text" (image, audio, ... pipelines say theirs); /v1/models lists it
+    tm: Any  # the loaded pipeline (a TextModel: .model, .codec, .meta, .context_length; or an ImageModel)
+    engine: BatchEngine | None  # text models: the continuous batcher
+    modality: str  # "text" or "image" (audio, ... pipelines say theirs); /v1/models lists it
     chat: bool  # fine-tuned with a chat template (else chat requests use the default one)
-    template: ChatTemplate  # how chat messages become its prompt
+    template: ChatTemplate | None  # text models: how chat messages become its prompt
+    busy: threading.Lock = field(default_factory=threading.Lock)  # image models: one generation at a time
 
     @staticmethod
-    def check(pipeline: Any) -> ChatTemplate:
-        """The model's chat template, checked against its vocabulary; ``GenforgeError`` if unusable."""
+    def check(pipeline: Any) -> ChatTemplate | None:
+        """A text model's chat template, checked against its vocabulary; ``GenforgeError`` if unusable."""
+        if getattr(pipeline, "modality", "text") != "text":
+            return None
         template = template_for(pipeline.meta)
         if pipeline.meta.get("chat_template"):
             template.check_codec(pipeline.codec)
@@ -83,19 +89,22 @@ class ServerState:
             return
         served = {}
         for name, tm in load_models(self.settings, self.loaded).items():
-            if getattr(tm, "modality", "text") != "text":
-                raise GenforgeError(f"{name} is an {tm.modality} model: genforge serve serves text models so far; "
-                                    "generate its images with `genforge generate --model ...`")
-            engine = BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec))
-            served[name] = Served(name, tm, engine, getattr(tm, "modality", "text"),
-                                  bool(tm.meta.get("chat_template")), Served.check(tm))
+            modality = getattr(tm, "modality", "text")
+            if modality not in SERVED_MODALITIES:
+                raise GenforgeError(f"{name} is an {modality} model: genforge serve serves "
+                                    f"{', '.join(SERVED_MODALITIES)} models so far")
+            engine = None if modality != "text" else \
+                BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec))
+            served[name] = Served(name, tm, engine, modality, bool(tm.meta.get("chat_template")), Served.check(tm))
         for m in served.values():  # only once every model can be served
-            m.engine.start()
+            if m.engine is not None:
+                m.engine.start()
         self.models = served
 
     def close(self) -> None:
         for m in self.models.values():
-            m.engine.stop()
+            if m.engine is not None:
+                m.engine.stop()
 
     def get(self, name: str, modality: str = "text") -> Served:
         """The served model ``name`` for a route of ``modality``; an OpenAI 404/400 otherwise."""
@@ -104,7 +113,8 @@ class ServerState:
                            "model_not_found")
         m = self.models[name]
         if m.modality != modality:
-            raise APIError(400, f"model {name!r} is a {m.modality} model; this route serves {modality} models",
+            raise APIError(400, f"model {name!r} is {'an' if m.modality[0] in 'aeiou' else 'a'} {m.modality} model; "
+                           f"this route serves {modality} models",
                            "model", "wrong_modality")
         return m
 

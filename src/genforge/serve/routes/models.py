@@ -29,9 +29,16 @@ def sampling(m: Served) -> dict:
     return {"defaults": defaults, "limits": limits}
 
 
+def entry(m: Served) -> dict:
+    out = {"id": m.name, "object": "model", "created": 0, "owned_by": "genforge", "genforge_modality": m.modality}
+    if m.modality == "text":
+        return {**out, "genforge_context_length": m.context_length, "genforge_chat": m.chat,
+                "genforge_sampling": sampling(m)}
+    from .images import image_settings
+
+    return {**out, "genforge_image": image_settings(m)}
+
+
 @router.get("/v1/models")
 async def models(state: Server):
-    return {"object": "list", "data": [
-        {"id": m.name, "object": "model", "created": 0, "owned_by": "genforge", "genforge_modality": m.modality,
-         "genforge_context_length": m.context_length, "genforge_chat": m.chat, "genforge_sampling": sampling(m)}
-        for m in state.models.values()]}
+    return {"object": "list", "data": [entry(m) for m in state.models.values()]}
