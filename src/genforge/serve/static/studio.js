@@ -2,6 +2,8 @@
 // It talks to the OpenAI-style API of the server that serves it (same origin, relative URLs, so the
 // page also works behind a reverse proxy under a path prefix).
 
+import { setupImages } from "./images.js";
+
 const $ = (id) => document.getElementById(id);
 
 const KEY_STORE = "genforge.apiKey";
@@ -20,7 +22,9 @@ const isChat = (m) => m.genforge_chat === true;
 const TABS = [
   { id: "text", accepts: (m) => modality(m) === "text" },
   { id: "chat", accepts: (m) => modality(m) === "text" },
+  { id: "images", accepts: (m) => modality(m) === "image" },
 ];
+let images = null; // the Images tab (images.js)
 
 const state = {
   models: [],
@@ -391,6 +395,7 @@ function renderModels() {
   fillSelect($("chat-model"), [{ label: "Chat models", models: chatModels }, { label: "Base models", models: baseModels }], remembered.chat);
   $("model-info").textContent = modelInfo($("model").value);
   updateChatModelInfo();
+  images.setModels(state.models.filter((m) => modality(m) === "image"), remembered.images);
 
   let first = null;
   for (const t of TABS) {
@@ -400,7 +405,6 @@ function renderModels() {
     if (available && !first) first = t.id;
   }
   $("no-models").hidden = Boolean(first);
-  $("params").hidden = !first;
   const wanted = location.hash.slice(1);
   const tab = TABS.find((t) => t.id === wanted && !$(`tab-${t.id}`).hidden) ? wanted : state.tab && !$(`tab-${state.tab}`).hidden ? state.tab : first;
   selectTab(tab, false);
@@ -447,6 +451,7 @@ async function loadModels() {
 function selectTab(id, focus = true) {
   if (!id) {
     for (const t of TABS) $(`panel-${t.id}`).hidden = true;
+    $("params").hidden = true;
     return;
   }
   state.tab = id;
@@ -458,6 +463,7 @@ function selectTab(id, focus = true) {
     $(`panel-${t.id}`).hidden = !on;
     if (on && focus) btn.focus();
   }
+  $("params").hidden = id === "images"; // the text parameters; the Images tab has its own
   if (location.hash.slice(1) !== id) history.replaceState(null, "", `#${id}`);
 }
 
@@ -772,6 +778,7 @@ function main() {
   setupTabs();
   setupText();
   setupChat();
+  images = setupImages({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   loadModels();
 }
 

@@ -1,0 +1,124 @@
+"""The studio's Images tab in headless Chromium against a real ``genforge serve`` of a tiny diffusion model.
+
+The server runs in a subprocess, serving a diffusion model the test trains (8x8 light and dark squares)
+beside the bundled text model. The page must show the tab, fill the grid picture by picture, name the
+class it drew, stop on request, and show a server error in its error box. Set
+``GENFORGE_STUDIO_SHOTS=/some/folder`` to keep screenshots.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_diffusion_task import image_folder, recipe
+from test_studio_browser import CHROMIUM_ARGS, Studio, _free_port, _get, sync_api  # skips without Chromium
+
+from genforge.train.fit import fit
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[str, str]:
+    tmp = tmp_path_factory.mktemp("studio-images")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENFORGE_HOME", str(tmp / "home"))
+        run = fit(recipe(tmp, image_folder(tmp / "squares"), max_steps=30, eval_interval=30)).out_dir
+    port = _free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 (closed by the finalizer)
+    proc = subprocess.Popen([sys.executable, "-m", "genforge", "serve", "--port", str(port), "--model", str(run),
+                             "--model", "shakespeare-char"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "GENFORGE_HOME": str(tmp / "home")})
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    request.addfinalizer(stop)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, (tmp / "server.log").read_text()[-2000:]
+        try:
+            if _get(base + "/health", timeout=1.0)[0] == 200:
+                return base, run.name
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "genforge serve did not start"
+        time.sleep(0.2)
+
+
+@pytest.fixture()
+def studio(server):
+    pw = sync_api.sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    s = Studio(page, server[0])
+    try:
+        s.page.goto(server[0] + "/#images")
+        s.page.wait_for_selector(f"#image-model option[value='{server[1]}']", state="attached")
+        yield s
+        shots = os.environ.get("GENFORGE_STUDIO_SHOTS")
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(shots) / "images-tab.png"), full_page=True)
+        assert s.page_errors == [] and s.foreign == []
+    finally:
+        browser.close()
+        pw.stop()
+
+
+def pictures(studio: Studio) -> int:
+    return studio.js("document.querySelectorAll('#image-grid img').length")
+
+
+def test_the_grid_fills_with_the_class_the_prompt_names(studio: Studio):
+    page = studio.page
+    assert page.is_visible("#tab-images") and page.is_visible("#panel-images") and not page.is_visible("#params")
+    assert page.locator("#image-class option").all_inner_texts() == ["(named by the prompt)", "0 · dark", "1 · light"]
+    page.fill("#image-prompt", "some light squares")
+    page.fill("#image-n", "3")
+    page.fill("#image-steps", "3")
+    page.fill("#image-seed", "5")
+    page.click("#image-generate")
+    studio.wait_until("document.getElementById('image-stats').textContent.includes('3 images')", what="3 images")
+    assert pictures(studio) == 3
+    sizes = studio.js("[...document.querySelectorAll('#image-grid img')].map(i => [i.naturalWidth, i.complete])")
+    assert sizes == [[8, True]] * 3  # real PNGs the browser decoded
+    stats = page.inner_text("#image-stats")
+    assert "class light" in stats and "seeds 5–7" in stats and "3 steps" in stats
+    page.select_option("#image-class", "0")
+    page.fill("#image-n", "2")
+    page.click("#image-generate")
+    studio.wait_until("document.getElementById('image-stats').textContent.includes('2 images')", what="2 images")
+    assert "class dark" in page.inner_text("#image-stats") and pictures(studio) == 2
+
+
+def test_stop_keeps_the_pictures_made_and_errors_show(studio: Studio):
+    page = studio.page
+    page.click("#image-generate")  # the page's example prompt names no class of this model: its error shows
+    studio.wait_until("!document.getElementById('image-error').hidden", what="the error box")
+    assert "names none of the classes" in page.inner_text("#image-error") and pictures(studio) == 0
+    page.fill("#image-prompt", "dark")
+    page.fill("#image-n", "64")
+    page.fill("#image-steps", "200")
+    page.click("#image-generate")
+    studio.wait_until("document.querySelectorAll('#image-grid img').length >= 1", timeout=60, what="a first picture")
+    page.click("#image-stop")
+    studio.wait_until("!document.getElementById('image-generate').disabled", what="the form to come back")
+    made = pictures(studio)
+    assert 1 <= made < 64 and "stopped" in page.inner_text("#image-stats")
+    page.fill("#image-n", "1")
+    page.fill("#image-steps", "0")
+    page.click("#image-generate")
+    studio.wait_until("!document.getElementById('image-error').hidden", what="the error box")
+    assert "HTTP 400" in page.inner_text("#image-error") and "steps=0" in page.inner_text("#image-error")
