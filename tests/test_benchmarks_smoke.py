@@ -144,3 +144,17 @@ def test_gpu_throughput_writes_its_machine_record_or_refuses_without_cuda(tmp_pa
         assert all(m["tokens_per_s"] > 0 for m in modes.values())
     dec = data["decode_gpt2_small_bf16_batch1"]
     check_paired(dec["paired_ratio"], dec["raw"]["ours"], dec["raw"]["hf"])
+
+
+def test_diffusion_speed_smoke_runs_both_sides_on_the_same_shape(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    data = run_benchmark_smoke("diffusion_speed", tmp_path, "--threads", "1")
+    check_machine(data["machine"])
+    ours, peer = data["parameters"]["ours"], data["parameters"]["diffusers"]
+    assert abs(ours - peer) / peer < 0.05  # the same network shape, give or take the embeddings' layout
+    for kind, unit in (("sampling", "images_per_s"), ("training", "train_step_ms")):
+        runs = {k: v["runs"] for k, v in data[unit].items()}
+        if unit == "train_step_ms":  # a rate per round: steps per second
+            runs = {k: [1e3 / x for x in v] for k, v in runs.items()}
+        check_paired(data["ratios"][kind], runs["ours"], runs["diffusers"])
+        assert isinstance(data["targets"][kind]["met"], bool)
