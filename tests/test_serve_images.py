@@ -84,7 +84,7 @@ def test_sizes_are_whole_multiples_and_models_list_the_classes(server):
     ({"sampler": "euler"}, 400, None, "sampler 'euler' is unknown"),
     ({"size": "12x12"}, 400, "size", "this model draws 8x8 images"),
     ({"size": "16x8"}, 400, "size", "is not available"),
-    ({"prompt": "a purple elephant"}, 400, "prompt", "names none of the classes"),
+    ({"prompt": "a purple elephant"}, 400, "prompt", "this model can draw"),
     ({"prompt": ""}, 400, "prompt", "the prompt is empty"),
     ({"genforge_class": 7}, 400, "genforge_class", "class 7 is out of range"),
     ({"response_format": "url"}, 400, "response_format", "use 'b64_json'"),

@@ -108,7 +108,7 @@ def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
     im.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
     if cls is not None:
         print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})"
-              + (f", from the prompt's {matched!r}" if matched else ""))
+              + (f", from the prompt ({matched})" if matched else ""))
     with tqdm(total=steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
         images = im.generate(n=n, cls=cls, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                              callback=lambda i, total: bar.update(1))

@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot"]
+# what each class looks like in words, for matching text prompts with sentence embeddings
+FASHION_MNIST_DESCRIPTIONS = ["a T-shirt or top", "trousers, pants or jeans", "a pullover sweater or jumper", "a dress",
+                              "a coat or jacket", "a sandal", "a shirt or blouse", "a sneaker, a sports shoe",
+                              "a bag or handbag", "an ankle boot"]
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 FASHION_MNIST_ENV = "GENFORGE_FASHION_MNIST"
 BUILTIN = ("fashion-mnist", "mnist-digits")

@@ -1,8 +1,8 @@
 """``POST /v1/images/generations``: images from an image model, in OpenAI's shape.
 
 The official client's ``images.generate(model=..., prompt=..., n=..., size=..., response_format="b64_json")``
-works unchanged. The prompt picks the class (``ImageModel.class_from_prompt``: the class whose name it
-mentions); ``genforge_class`` names one directly. genforge's own fields: ``seed``, ``steps``,
+works unchanged. The prompt picks the class (``ImageModel.class_from_prompt``: the class whose description
+is nearest in sentence embeddings); ``genforge_class`` names one directly. genforge's own fields: ``seed``, ``steps``,
 ``guidance``, ``sampler``. ``size`` is the model's own size or a whole multiple of it (pixels are
 repeated, never interpolated). Images come back inline as PNG (``b64_json``) with the settings in
 their text chunks; ``url`` is refused, since the server stores nothing.
@@ -115,7 +115,7 @@ async def generate_images(req: ImageRequest, state: Server):
         from ...codecs.image import png_bytes
 
         data = [{"b64_json": base64.b64encode(png_bytes(img, {**settings, "index": i}, scale)).decode(),
-                 "revised_prompt": f"{name} (matched: {matched})" if matched else name}
+                 "revised_prompt": f"{name} ({matched})" if matched else name}
                 for i, img in enumerate(images)]
     finally:
         state.inflight -= 1

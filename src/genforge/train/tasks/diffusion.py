@@ -225,9 +225,17 @@ class DiffusionTask:
         self.rng.set_state(tensors["rng.data"])
         self.ema.load_state(tensors)
 
+    def _descriptions(self) -> list[str]:
+        from ...data.images import FASHION_MNIST_CLASSES, FASHION_MNIST_DESCRIPTIONS
+
+        if list(self.train_set.classes) == FASHION_MNIST_CLASSES:
+            return list(FASHION_MNIST_DESCRIPTIONS)
+        return list(self.train_set.classes)
+
     def meta(self) -> dict[str, Any]:
         d = self.dcfg
         return {"model": {"kind": "unet", **self.fields}, "pipeline": "image", "task": self.kind,
                 "diffusion": {"prediction": d.prediction, "schedule": d.schedule, "timesteps": d.timesteps},
-                "classes": list(self.train_set.classes), "data": self.cfg.data.corpus,
+                "classes": list(self.train_set.classes), "class_descriptions": self._descriptions(),
+                "data": self.cfg.data.corpus,
                 "sampling_weights": "ema"}
