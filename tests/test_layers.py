@@ -23,6 +23,7 @@ ALLOWED = {
     "sampling": {"core", "sampling"},
     "data": {"core", "codecs", "data"},
     "train": {"core", *LEAVES, "data", "train"},  # sampling: sample grids now, RL rollouts next
+    "eval": {"core", "codecs", "models", "data", "eval"},
     "pipelines": {"core", *LEAVES, "data", "pipelines"},
     "serve": {"core", *LEAVES, "data", "pipelines", "serve"},
 }
