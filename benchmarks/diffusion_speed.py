@@ -59,7 +59,7 @@ def ours(batch: int):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return net, sample, train_step
 
@@ -94,7 +94,7 @@ def peer(batch: int):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return net, sample, train_step
 

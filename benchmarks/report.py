@@ -145,6 +145,21 @@ def rows() -> list[str]:
                 out.append(f"| {what} vs 200 tokens ({sw['model']}, {sw['context']}-token context) "
                            f"| {sw['tokens_per_s'][keep]['median']:.0f} tokens/s | 200 tokens: "
                            f"{sw['tokens_per_s']['200']['median']:.0f} | {fmt.spread(r)} | sliding_window.json |")
+    ds = fmt.load("diffusion_speed")
+    if ds:
+        c, params = ds["config"], ds["parameters"]
+        shape = (f"class-conditional UNet 28x28, {params['ours'] / 1e6:.2f} M parameters (diffusers "
+                 f"{params['diffusers'] / 1e6:.2f} M), batch {c['batch']}, {c['threads']} "
+                 f"thread{'s' if c['threads'] > 1 else ''}")
+        for kind, unit, what in (("sampling", "images_per_s", f"images/s, {c['ddim_steps']} DDIM steps"),
+                                 ("training", "train_step_ms", "ms per training step")):
+            v, r = ds[unit], ds["ratios"][kind]
+            fmt_v = "{:.2f}" if unit == "images_per_s" else "{:,.0f}"
+            peer = f"diffusers {ds['diffusers_version']} UNet2DModel + DDIMScheduler"
+            out.append(f"| diffusion {what}, {shape} | {fmt_v.format(v['ours']['median'])} | {peer} "
+                       f"{fmt_v.format(v['diffusers']['median'])} "
+                       f"| {fmt.spread(r)} (target >= 1.0: {'met' if r['median'] >= 1.0 else 'not met'}) "
+                       "| diffusion_speed.json |")
     for gpu in _gpu_results():
         name, dev = gpu["file"], gpu["machine"]["gpu"]["name"]
         for shape, modes in gpu["train_tokens_per_s"].items():
@@ -191,7 +206,7 @@ def results_section() -> str:
         if tq.get("quality"):
             notes.append(f"- train_quality.json, val loss runs: "
                          f"{fmt.machine(tq.get('quality_machine'), tq.get('quality_measured'))}")
-    for name in ("nanogpt_check", "generate_speed", "serve_load", "engine_step", "sliding_window"):
+    for name in ("nanogpt_check", "generate_speed", "serve_load", "engine_step", "sliding_window", "diffusion_speed"):
         d = fmt.load(name)
         if d:
             busy = d.get("config", {}).get("threads") or d["machine"].get("torch_threads")
@@ -218,6 +233,7 @@ def results_section() -> str:
         "`--skip-quality` re-measures the speed rows only), `python benchmarks/nanogpt_check.py --nanogpt-dir "
         "PATH` (a nanoGPT checkout of your own), `python benchmarks/generate_speed.py`, "
         "`python benchmarks/serve_load.py`, `python benchmarks/engine_step.py`, `python benchmarks/sliding_window.py`, "
+        "`python benchmarks/diffusion_speed.py`, "
         "`python benchmarks/bundled_models.py`, and on a GPU "
         "`bash benchmarks/gpu_check.sh`.",
     ]))
