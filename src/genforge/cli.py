@@ -109,10 +109,12 @@ def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
     if cls is not None:
         print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})"
               + (f", from the prompt ({matched})" if matched else ""))
-    with tqdm(total=steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
+    gan = im.family == "gan"
+    with tqdm(total=1 if gan else steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
         images = im.generate(n=n, cls=cls, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-                             callback=lambda i, total: bar.update(1))
-    settings = {"seed": seed, "steps": steps, "sampler": sampler, "guidance": guidance,
+                             callback=lambda i, total: bar.update(1), truncation=args.truncation)
+    settings = {"seed": seed, **({"truncation": given(args.truncation, im.truncation)} if gan else
+                                  {"steps": steps, "sampler": sampler, "guidance": guidance}),
                 "class": None if cls is None else im.classes[cls] if cls < len(im.classes) else cls,
                 "prompt": args.prompt}
     paths = im.save(images, args.out or "samples", settings)
@@ -127,7 +129,7 @@ def _refuse_flags(args: argparse.Namespace, names: Sequence[str], kind: str) -> 
             raise GenforgeError(f"{flag} applies to {kind} models; {args.model} is not one")
 
 
-IMAGE_FLAGS = ("n", "class_", "steps", "sampler", "guidance")
+IMAGE_FLAGS = ("n", "class_", "steps", "sampler", "guidance", "truncation")
 GENERATORS = {"text": _generate_text, "image": _generate_image}  # a pipeline's modality -> how `generate` writes
 
 
@@ -246,10 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     images = g.add_argument_group("image models")
     images.add_argument("--n", type=int, default=None, help="images to make (default 16)")
     images.add_argument("--class", dest="class_", default=None, help="class index or name (default: each in turn)")
-    images.add_argument("--steps", type=int, default=None, help="sampler steps (default 25)")
-    images.add_argument("--sampler", default=None, help="ddpm, ddim, heun or dpmpp_2m (default)")
+    images.add_argument("--steps", type=int, default=None, help="diffusion: sampler steps (default 25)")
+    images.add_argument("--sampler", default=None, help="diffusion: ddpm, ddim, heun or dpmpp_2m (default)")
     images.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default 2; 1 = none)")
+                        help="diffusion: classifier-free guidance scale (default 2; 1 = none)")
+    images.add_argument("--truncation", type=float, default=None,
+                        help="GAN: redraw noise beyond this (the truncation trick; default: the recipe's)")
 
     sub.add_parser("models", help="list bundled and local models")
 

@@ -56,6 +56,7 @@ MODELS = Registry("model", {
     "transformer": "genforge.models.transformer:GPT",
     "rnn": "genforge.models.rnn:RNNLM",
     "unet": "genforge.models.unet:UNet",
+    "gan": "genforge.models.gan:GAN",
 })
 CODECS = Registry("codec", {
     "char": "genforge.codecs.char:CharCodec",
@@ -64,6 +65,7 @@ CODECS = Registry("codec", {
 TASKS = Registry("task", {
     "lm": "genforge.train.tasks.lm:LanguageModelTask",
     "diffusion": "genforge.train.tasks.diffusion:DiffusionTask",
+    "gan": "genforge.train.tasks.gan:GANTask",
 })
 PIPELINES = Registry("pipeline", {
     "text": "genforge.pipelines.text:TextModel",

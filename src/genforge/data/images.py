@@ -32,6 +32,12 @@ FASHION_MNIST_DESCRIPTIONS = ["a T-shirt or top", "trousers, pants or jeans", "a
                               "a coat or jacket", "a sandal", "a shirt or blouse", "a sneaker, a sports shoe",
                               "a bag or handbag", "an ankle boot"]
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+
+
+def class_descriptions(classes: Sequence[str]) -> list[str]:
+    """What each class looks like in words (for matching prompts): Fashion-MNIST's written out, else the
+    class names themselves (an image folder's subfolder names)."""
+    return list(FASHION_MNIST_DESCRIPTIONS) if list(classes) == FASHION_MNIST_CLASSES else list(classes)
 FASHION_MNIST_ENV = "GENFORGE_FASHION_MNIST"
 BUILTIN = ("fashion-mnist", "mnist-digits")
 SPLITS = ("train", "test")

@@ -24,8 +24,12 @@ MIN_SIMILARITY = 0.42
 MATCH_TEMPERATURE = 0.05
 
 
+FAMILIES = ("unet", "gan")  # the model kinds an image pipeline samples: a diffusion denoiser or a GAN
+
+
 class ImageModel:
-    """A loaded image diffusion model: ``generate`` images of a class (or unconditionally) and ``save`` them."""
+    """A loaded image generator (a diffusion UNet or a GAN): ``generate`` images of a class (or
+    unconditionally) and ``save`` them."""
 
     modality = "image"
 
@@ -35,6 +39,8 @@ class ImageModel:
         self.model = model.eval()
         self.meta = meta
         self.path = path
+        self.family = meta["model"]["kind"]
+        self.truncation = (meta.get("gan") or {}).get("truncation")  # a GAN's default truncation
         d = meta.get("diffusion") or {}
         self.prediction = d.get("prediction", "v")
         self.timesteps = int(d.get("timesteps", 1000))
@@ -63,10 +69,11 @@ class ImageModel:
         if quantize is not None or dtype is not None:
             raise GenforgeError("image models load in fp32: remove --quantize / dtype")
         model_meta = meta.get("model")
-        if not isinstance(model_meta, dict) or model_meta.get("kind") != "unet":
-            raise CheckpointError(f"{path / 'genforge.json'}: an image pipeline needs a model of kind 'unet'")
+        if not isinstance(model_meta, dict) or model_meta.get("kind") not in FAMILIES:
+            raise CheckpointError(f"{path / 'genforge.json'}: an image pipeline needs a model of kind "
+                                  f"{' or '.join(map(repr, FAMILIES))}")
         check_weights_fit_config(path, meta)
-        model = build_model("unet", {k: v for k, v in model_meta.items() if k != "kind"}, init=False)
+        model = build_model(model_meta["kind"], {k: v for k, v in model_meta.items() if k != "kind"}, init=False)
         tensors = load_tensors(path, "model.safetensors", meta)
         if meta.get("sampling_weights") == "ema" and (path / "trainer.safetensors").is_file():
             trainer = load_tensors(path, "trainer.safetensors", meta)
@@ -143,10 +150,12 @@ class ImageModel:
 
     # --- generation ------------------------------------------------------------------------------
     def generate(self, n: int = 16, cls: int | str | None = None, steps: int = 25, sampler: str = "dpmpp_2m",
-                 guidance: float = 2.0, seed: int = 0, spacing: str | None = None, callback=None) -> Tensor:
+                 guidance: float = 2.0, seed: int = 0, spacing: str | None = None, callback=None,
+                 truncation: float | None = None) -> Tensor:
         """``n`` images as uint8 (n, C, H, W): of class ``cls`` (index or name), or with ``cls=None`` one
         class after another for a conditional model (unconditional samples for an unconditional one).
-        The same seed gives the same images on the same machine."""
+        The same seed gives the same images on the same machine. A diffusion model uses ``steps``,
+        ``sampler``, ``guidance`` and ``spacing``; a GAN uses ``truncation`` (None: its recipe's)."""
         from ..codecs.image import to_uint8
         from ..diffusion.precondition import NetworkDenoiser
         from ..diffusion.schedules import sampling_sigmas
@@ -159,6 +168,15 @@ class ImageModel:
         if self.num_classes:
             labels = (torch.full((n,), self.class_id(cls), dtype=torch.long) if cls is not None
                       else torch.arange(n) % self.num_classes)
+        if self.family == "gan":
+            from ..sampling.gan import generate_gan_samples
+
+            with torch.inference_mode():
+                x = generate_gan_samples(self.model.generator, n, self.model.config.z_dim, labels,
+                                         self.truncation if truncation is None else truncation, seed, self.device)
+            if callback is not None:
+                callback(1, 1)
+            return to_uint8(x.cpu())
         with torch.inference_mode():
             sigmas = sampling_sigmas(self.train_sigmas, steps, spacing or sampler)
             x = generate_samples(NetworkDenoiser(self.model, self.prediction), sigmas, n, self.shape, labels,

@@ -49,9 +49,10 @@ class ImageRequest(BaseModel):
     steps: int = Field(default=DEFAULTS["steps"], description="sampler steps")
     guidance: float = Field(default=DEFAULTS["guidance"], description="classifier-free guidance scale (1 = none)")
     sampler: str = Field(default=DEFAULTS["sampler"], description="ddpm, ddim, heun or dpmpp_2m")
+    truncation: float | None = Field(default=None, description="GAN models: the truncation trick's bound")
     genforge_class: int | str | None = Field(default=None, description="genforge: a class index or name")
 
-    _numbers = field_validator("n", "seed", "steps", "guidance", mode="before")(_not_a_bool)
+    _numbers = field_validator("n", "seed", "steps", "guidance", "truncation", mode="before")(_not_a_bool)
 
 
 def image_settings(m: Served) -> dict:
@@ -104,7 +105,7 @@ async def generate_images(req: ImageRequest, state: Server):
         def run():
             with m.busy:
                 return im.generate(n=req.n, cls=cls, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
-                                   seed=seed)
+                                   seed=seed, truncation=req.truncation)
 
         try:
             images = await asyncio.to_thread(run)

@@ -13,7 +13,6 @@ with one subfolder per class (``genforge.data.images``).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,43 +73,17 @@ class DiffusionTask:
 
     # --- data ------------------------------------------------------------------------------------
     def setup(self, out: Path, resume_meta: dict[str, Any] | None) -> None:
-        from ...data.images import load_images
         from ...diffusion.schedules import training_sigmas
+        from ...models.unet import UNetConfig
+        from .image_data import image_model_fields, load_image_splits
 
         cfg = self.cfg
-        if cfg.train.init_from:
-            raise ConfigError("train.init_from is not supported by the diffusion task yet: remove it")
-        size = int(cfg.model.get("image_size", 28))
-        channels = int(cfg.model.get("channels", 1))
-        self.train_set = load_images(cfg.data.corpus, "train", size=size, channels=channels)
-        self.val_set = load_images(cfg.data.corpus, "test", size=size, channels=channels)
-        if self.rt.is_main:
-            print(f"genforge: {self.train_set.describe()}; held out: {len(self.val_set):,} images", flush=True)
-        self.fields = self._model_fields(resume_meta)
+        self.train_set, self.val_set = load_image_splits(cfg, "diffusion", self.rt.is_main)
+        self.fields = image_model_fields(cfg, self.train_set, "unet", UNetConfig, "diffusion", resume_meta)
         self.sigmas = training_sigmas(self.dcfg.schedule, self.dcfg.timesteps)
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         self.images = self.train_set.to_model_range()  # (N, C, H, W) float32 in [-1, 1]
         self.labels = self.train_set.labels
-
-    def _model_fields(self, resume_meta: dict[str, Any] | None) -> dict[str, Any]:
-        from ...models.unet import UNetConfig
-
-        if self.cfg.model.get("kind", "unet") != "unet":
-            raise ConfigError(f"model.kind={self.cfg.model['kind']!r} cannot be trained by the diffusion task: "
-                              "use model.kind = \"unet\"")
-        fields = {k: v for k, v in self.cfg.model.items() if k != "kind"}
-        n_classes = len(self.train_set.classes)
-        if fields.get("num_classes", n_classes) not in (0, n_classes):
-            raise ConfigError(f"model.num_classes={fields['num_classes']} but {self.cfg.data.corpus!r} has "
-                              f"{n_classes} classes: remove model.num_classes (or 0 for an unconditional model)")
-        fields.setdefault("num_classes", n_classes)
-        c, h, w = self.train_set.images.shape[1:]
-        fields.update(image_size=h, channels=c)
-        if resume_meta is not None:
-            fields = {k: v for k, v in resume_meta["model"].items() if k != "kind"}
-        cfg = from_dict(UNetConfig, fields, "model")  # checks the fields; tuples as the config has them
-        return {f.name: list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v
-                for f in dataclasses.fields(cfg)}
 
     def next_batch(self, rank: int, world_size: int) -> Batch:
         """Images, labels (some dropped to the null class), noise levels and noise: the whole global batch
@@ -225,17 +198,13 @@ class DiffusionTask:
         self.rng.set_state(tensors["rng.data"])
         self.ema.load_state(tensors)
 
-    def _descriptions(self) -> list[str]:
-        from ...data.images import FASHION_MNIST_CLASSES, FASHION_MNIST_DESCRIPTIONS
-
-        if list(self.train_set.classes) == FASHION_MNIST_CLASSES:
-            return list(FASHION_MNIST_DESCRIPTIONS)
-        return list(self.train_set.classes)
-
     def meta(self) -> dict[str, Any]:
+        from ...data.images import class_descriptions
+
         d = self.dcfg
         return {"model": {"kind": "unet", **self.fields}, "pipeline": "image", "task": self.kind,
                 "diffusion": {"prediction": d.prediction, "schedule": d.schedule, "timesteps": d.timesteps},
-                "classes": list(self.train_set.classes), "class_descriptions": self._descriptions(),
+                "classes": list(self.train_set.classes),
+                "class_descriptions": class_descriptions(self.train_set.classes),
                 "data": self.cfg.data.corpus,
                 "sampling_weights": "ema"}
