@@ -185,11 +185,68 @@ def _eval(args: argparse.Namespace) -> int:
     from .pipelines import load
 
     tm = load(args.model, quantize=args.quantize)
+    if getattr(tm, "modality", "text") == "image":
+        return _eval_images(tm, args)
     if getattr(tm, "modality", "text") != "text":
-        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text models so far")
+        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text and image models")
+    if args.corpus is None:
+        raise GenforgeError("--corpus is required for a text model: a text file, glob or folder to measure on")
     text = read_corpus(args.corpus)
     ppl = tm.perplexity(text)
     print(f"perplexity {ppl:.4f}  ({math.log(ppl):.4f} nats/token, {math.log2(ppl):.4f} bits/token)")
+    return 0
+
+
+def _eval_images(im, args: argparse.Namespace) -> int:
+    """FD-FMNIST: Frechet distance, precision/recall and conditional accuracy of ``--n`` class-balanced
+    samples against the training images, beside the same figures for n real test images (the floor)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data.images import FASHION_MNIST_CLASSES, load_images
+    from .eval.image_features import default_feature_net
+    from .eval.image_metrics import evaluate_images, real_floor
+
+    if im.classes != FASHION_MNIST_CLASSES or im.shape != (1, 28, 28):
+        raise GenforgeError(f"FD-FMNIST measures 28x28 Fashion-MNIST models; {args.model} draws "
+                            f"{'x'.join(map(str, im.shape[1:]))} images of {im.classes[:3]}...")
+    n = 10_000 if args.n is None else args.n
+    if not 10 <= n <= 100_000:
+        raise GenforgeError(f"--n {n} is out of range: allowed 10 .. 100000 samples")
+    steps = 25 if args.steps is None else args.steps
+    sampler = args.sampler or "dpmpp_2m"
+    guidance = 2.0 if args.guidance is None else args.guidance
+    im.check(n=250, steps=steps, sampler=sampler, guidance=guidance, seed=args.seed)  # one batch's settings
+    net = default_feature_net()
+    labels = torch.arange(n) % 10  # class-balanced
+    images, asked = [], []
+    with tqdm(total=n, unit="image", desc="sampling", dynamic_ncols=True) as bar:
+        for start in range(0, n, 250):  # batches of 250, one call per class in each
+            part = labels[start:start + 250]
+            for c in part.unique().tolist():
+                k = int((part == c).sum())
+                images.append(im.generate(n=k, cls=c, steps=steps, sampler=sampler, guidance=guidance,
+                                          seed=args.seed + start + c))
+                asked.append(torch.full((k,), c))
+            bar.update(len(part))
+    fake, fake_labels = torch.cat(images), torch.cat(asked)
+    train, test = load_images("fashion-mnist", "train"), load_images("fashion-mnist", "test")
+    ours = evaluate_images(fake, fake_labels, train, net)
+    floor = real_floor(train, test, net, n=min(n, len(test)))
+    print(f"FD-FMNIST ({net.fingerprint()}), {n:,} samples ({sampler}, {steps} steps, guidance {guidance:g}) "
+          f"against the {len(train):,} training images; floor: {floor['n']:,} real test images")
+    for key in ("fd", "precision", "recall", "conditional_accuracy"):
+        print(f"  {key:<22} {ours[key]:8.4f}   floor {floor[key]:8.4f}")
+    ratio = ours["fd"] / max(floor["fd"], 1e-12)
+    print(f"  FD / floor             {ratio:8.2f}x")
+    if args.json:
+        import json
+
+        from .atomic import atomic_write_text
+
+        record = {"model": args.model, "samples": n, "sampler": sampler, "steps": steps, "guidance": guidance,
+                  "seed": args.seed, "ours": ours, "floor": floor, "fd_over_floor": ratio}
+        print(f"wrote {atomic_write_text(args.json, json.dumps(record, indent=2) + chr(10))}")
     return 0
 
 
@@ -285,10 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int8"], default=None)
 
-    e = sub.add_parser("eval", help="perplexity of a model on a corpus")
+    e = sub.add_parser("eval", help="perplexity of a text model on a corpus; FD-FMNIST of an image model")
     e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--corpus", required=True, help="text file, glob or folder")
+    e.add_argument("--corpus", default=None, help="text models: text file, glob or folder")
     e.add_argument("--quantize", choices=["int8"], default=None)
+    e.add_argument("--n", type=int, default=None, help="image models: samples to measure (default 10000)")
+    e.add_argument("--steps", type=int, default=None, help="image models: sampler steps (default 25)")
+    e.add_argument("--sampler", default=None, help="image models: ddpm, ddim, heun or dpmpp_2m (default)")
+    e.add_argument("--guidance", type=float, default=None, help="image models: guidance (default 2)")
+    e.add_argument("--seed", type=int, default=0, help="image models: seed of the first sample (default 0)")
+    e.add_argument("--json", default=None, help="image models: also write the figures to this JSON file")
     return p
 
 

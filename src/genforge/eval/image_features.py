@@ -279,3 +279,25 @@ def load_feature_net(folder: str | Path) -> FeatureNet:
     net = FeatureNet(cfg)
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, path)
     return net.eval()
+
+
+BUNDLED = Path(__file__).resolve().parent / "fd_fmnist"  # the FD-FMNIST net: train_feature_net's defaults
+NET_ENV = "GENFORGE_FD_NET"  # a folder with another net (tests, or a user's own)
+
+
+def default_feature_net() -> FeatureNet:
+    """The net that defines FD-FMNIST: the bundled one, or the folder ``$GENFORGE_FD_NET`` names."""
+    import os
+
+    return load_feature_net(os.environ.get(NET_ENV) or BUNDLED)
+
+
+if __name__ == "__main__":  # the recipe of the bundled net: python -m genforge.eval.image_features OUT_DIR
+    import sys
+
+    from ..data.images import load_images
+
+    out = sys.argv[1] if len(sys.argv) > 1 else str(BUNDLED)
+    net, metrics = train_feature_net(load_images("fashion-mnist", "train"), load_images("fashion-mnist", "test"),
+                                     progress=True)
+    print(f"test accuracy {metrics['test_accuracy']:.4f}; wrote {save_feature_net(net, out, metrics)}")
