@@ -98,8 +98,10 @@ def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
     def given(value, default):
         return default if value is None else value
 
-    n, steps = given(args.n, 16), given(args.steps, 25)
-    sampler, guidance = given(args.sampler, "dpmpp_2m"), given(args.guidance, 2.0)
+    from .pipelines.image import DEFAULTS
+
+    n, steps = given(args.n, DEFAULTS["n"]), given(args.steps, DEFAULTS["steps"])
+    sampler, guidance = given(args.sampler, DEFAULTS["sampler"]), given(args.guidance, DEFAULTS["guidance"])
     cls, matched = None, ""
     if args.class_ is not None:
         cls = im.class_id(args.class_)
@@ -213,9 +215,11 @@ def _eval_images(im, args: argparse.Namespace) -> int:
     n = 10_000 if args.n is None else args.n
     if not 10 <= n <= 100_000:
         raise GenforgeError(f"--n {n} is out of range: allowed 10 .. 100000 samples")
-    steps = 25 if args.steps is None else args.steps
-    sampler = args.sampler or "dpmpp_2m"
-    guidance = 2.0 if args.guidance is None else args.guidance
+    from .pipelines.image import DEFAULTS
+
+    steps = DEFAULTS["steps"] if args.steps is None else args.steps
+    sampler = args.sampler or DEFAULTS["sampler"]
+    guidance = DEFAULTS["guidance"] if args.guidance is None else args.guidance
     im.check(n=250, steps=steps, sampler=sampler, guidance=guidance, seed=args.seed)  # one batch's settings
     net = default_feature_net()
     labels = torch.arange(n) % 10  # class-balanced

@@ -16,6 +16,8 @@ from torch import Tensor
 from ..errors import CheckpointError, GenforgeError
 
 MAX_IMAGES = 256  # most images one call may ask for
+# the one set of defaults for generating images: the Python API, the CLI, `genforge eval` and the server
+DEFAULTS = {"n": 16, "steps": 25, "sampler": "dpmpp_2m", "guidance": 2.0}
 MAX_GUIDANCE = 30.0
 # prompt -> class with sentence embeddings: below this cosine similarity the prompt names nothing the model
 # knows (all-MiniLM-L6-v2 on Fashion-MNIST's descriptions: clothing prompts 0.49-0.82, "a cat", "a sports
@@ -149,8 +151,9 @@ class ImageModel:
         return ", ".join(f"{i} {c!r}" for i, c in enumerate(self.classes)) or f"0 .. {self.num_classes - 1}"
 
     # --- generation ------------------------------------------------------------------------------
-    def generate(self, n: int = 16, cls: int | str | None = None, steps: int = 25, sampler: str = "dpmpp_2m",
-                 guidance: float = 2.0, seed: int = 0, spacing: str | None = None, callback=None,
+    def generate(self, n: int = DEFAULTS["n"], cls: int | str | None = None, steps: int = DEFAULTS["steps"],
+                 sampler: str = DEFAULTS["sampler"], guidance: float = DEFAULTS["guidance"], seed: int = 0,
+                 spacing: str | None = None, callback=None,
                  truncation: float | None = None) -> Tensor:
         """``n`` images as uint8 (n, C, H, W): of class ``cls`` (index or name), or with ``cls=None`` one
         class after another for a conditional model (unconditional samples for an unconditional one).
@@ -159,11 +162,9 @@ class ImageModel:
         from ..codecs.image import to_uint8
         from ..diffusion.precondition import NetworkDenoiser
         from ..diffusion.schedules import sampling_sigmas
-        from ..sampling.diffusion import SAMPLERS, generate_samples
+        from ..sampling.diffusion import generate_samples
 
         self.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
-        if sampler not in SAMPLERS:
-            raise GenforgeError(f"sampler {sampler!r} is unknown: allowed {', '.join(SAMPLERS)}")
         labels = None
         if self.num_classes:
             labels = (torch.full((n,), self.class_id(cls), dtype=torch.long) if cls is not None
@@ -185,6 +186,10 @@ class ImageModel:
 
     def check(self, n: int, steps: int, sampler: str, guidance: float, seed: int) -> None:
         """One line naming the bound for each out-of-range generation setting."""
+        from ..sampling.diffusion import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise GenforgeError(f"sampler {sampler!r} is unknown: allowed {', '.join(SAMPLERS)}")
         for name, value, lo, hi in (("n", n, 1, MAX_IMAGES), ("steps", steps, 1, self.timesteps)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise GenforgeError(f"{name}={value!r} is out of range: allowed an integer {lo} .. {hi}")

@@ -23,11 +23,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...errors import GenforgeError
+from ...pipelines.image import DEFAULTS as IMAGE_DEFAULTS
+from ...sampling.diffusion import SAMPLERS
 from ..schemas import APIError
 from ..state import Served, Server
 
 router = APIRouter()
-DEFAULTS = {"n": 1, "steps": 25, "sampler": "dpmpp_2m", "guidance": 2.0}
+DEFAULTS = {**IMAGE_DEFAULTS, "n": 1}  # OpenAI's default n; the rest are the library's
 MAX_SIZE = 1024
 
 
@@ -60,7 +62,7 @@ def image_settings(m: Served) -> dict:
     im = m.tm
     return {"size": im.shape[-1], "channels": im.shape[0], "classes": im.classes, "defaults": DEFAULTS,
             "limits": {"steps": {"minimum": 1, "maximum": im.timesteps}, "guidance": {"minimum": 0, "maximum": 30},
-                       "samplers": ["ddpm", "ddim", "heun", "dpmpp_2m"]}}
+                       "samplers": list(SAMPLERS)}}
 
 
 def _scale(size: str | None, native: int) -> int:
