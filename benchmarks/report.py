@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import report_format as fmt  # noqa: E402  (the script's own folder is on sys.path)
+import report_molecules as mol  # noqa: E402
 
 ROOT, RESULTS = fmt.ROOT, fmt.RESULTS
 README = "README.md"
@@ -338,7 +339,7 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return fmt.wrap(f"{char}\n{chat}")
+    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
@@ -422,7 +423,8 @@ def dialogue_section() -> str:
 # --- files and sections -------------------------------------------------------------------------------
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     README: {"results": results_section, "nanogpt": nanogpt_section, "speed": speed_section,
-             "bundled": bundled_section},
+             "bundled": bundled_section, "molecules": mol.molecules_section},
+    mol.CARD: {"card": mol.card_section},
     CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char")},
     CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section},
 }

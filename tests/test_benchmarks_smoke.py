@@ -158,3 +158,18 @@ def test_diffusion_speed_smoke_runs_both_sides_on_the_same_shape(tmp_path: Path)
             runs = {k: [1e3 / x for x in v] for k, v in runs.items()}
         check_paired(data["ratios"][kind], runs["ours"], runs["diffusers"])
         assert isinstance(data["targets"][kind]["met"], bool)
+
+
+def test_molecule_benchmarks_smoke(tmp_path: Path) -> None:
+    """Sampling speed (ours vs the plain LSTM loop over the same weights) and RL from the bundled prior."""
+    pytest.importorskip("rdkit")
+    data = run_benchmark_smoke("molecule_sampling", tmp_path)
+    check_machine(data["machine"])
+    check_paired(data["ratio"], data["ours_mol_per_s"], data["peer_mol_per_s"])
+    # the same weights sample the same distribution: mean SMILES lengths agree loosely even in smoke size
+    assert abs(data["mean_length_ours"] - data["mean_length_peer"]) < 0.3 * data["mean_length_peer"]
+    rl = run_benchmark_smoke("rl_molecules", tmp_path)
+    assert rl["settings"]["smoke"] is True and set(rl["tasks"]) == {"celecoxib", "qed_logp"}
+    for t in rl["tasks"].values():
+        assert 0.0 <= t["best_reward"] <= 1.0 and t["steps_run"] == rl["settings"]["steps"]
+        assert (tmp_path / t["plot"]).read_bytes()[:4] == b"\x89PNG"

@@ -28,6 +28,19 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _rl(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``genforge rl``: ``train`` for recipes whose [task] kind is "rl" (and only those)."""
+    from .config import load_toml
+    from .errors import ConfigError
+
+    task = load_toml(args.config, overrides).get("task", {})
+    kind = task.get("kind", "lm") if isinstance(task, dict) else task  # not a table: _train says so
+    if kind != "rl":
+        raise ConfigError(f"{args.config} is a [task] kind = {kind!r} recipe: genforge rl runs kind = \"rl\" "
+                          "recipes; use genforge train for this one")
+    return _train(args, overrides)
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -56,6 +69,7 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     from .serve.context_fit import fit_max_tokens
 
     _refuse_flags(args, IMAGE_FLAGS, "image")
+    _refuse_flags(args, ("grid",), "molecule")
     if args.prompt is None:
         args.prompt = DEFAULT_PROMPT
 
@@ -90,6 +104,7 @@ def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
 
     from tqdm.auto import tqdm
 
+    _refuse_flags(args, ("grid",), "molecule")
     text_only = [k for k, v in params.items() if k != "seed" and (k != "stop" or v)]  # stop: () when not given
     if text_only:
         raise GenforgeError(f"--{text_only[0].replace('_', '-')} applies to text models; {args.model} is an image "
@@ -131,8 +146,15 @@ def _refuse_flags(args: argparse.Namespace, names: Sequence[str], kind: str) -> 
             raise GenforgeError(f"{flag} applies to {kind} models; {args.model} is not one")
 
 
+def _generate_molecules(mm, args: argparse.Namespace, params: dict) -> int:
+    from .cli_molecules import generate_molecules
+
+    return generate_molecules(mm, args, params)
+
+
 IMAGE_FLAGS = ("n", "class_", "steps", "sampler", "guidance", "truncation")
-GENERATORS = {"text": _generate_text, "image": _generate_image}  # a pipeline's modality -> how `generate` writes
+GENERATORS = {"text": _generate_text, "image": _generate_image,  # a pipeline's modality -> how `generate` writes
+              "molecule": _generate_molecules}
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -189,8 +211,13 @@ def _eval(args: argparse.Namespace) -> int:
     tm = load(args.model, quantize=args.quantize)
     if getattr(tm, "modality", "text") == "image":
         return _eval_images(tm, args)
+    if getattr(tm, "modality", "text") == "molecule":
+        from .cli_molecules import eval_molecules
+
+        return eval_molecules(tm, args)
     if getattr(tm, "modality", "text") != "text":
-        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text and image models")
+        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text, image and "
+                            "molecule models")
     if args.corpus is None:
         raise GenforgeError("--corpus is required for a text model: a text file, glob or folder to measure on")
     text = read_corpus(args.corpus)
@@ -294,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train per CONFIG; override any field with --section.key=value.")
     t.add_argument("config", help="TOML recipe, e.g. configs/shakespeare-char.toml")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
+    r = sub.add_parser("rl", help="fine-tune a trained model toward a reward (a [task] kind = \"rl\" recipe)",
+                       description="Reinforcement learning per CONFIG ([task] kind = \"rl\"); override any field "
+                                   "with --section.key=value.")
+    r.add_argument("config", help="TOML recipe, e.g. configs/rl-celecoxib.toml")
+    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
 
     g = sub.add_parser("generate", help="generate text (streaming) or images (PNG files) from a model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
@@ -305,9 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     g.add_argument("--no-stream", action="store_true", help="print the whole text at the end")
     g.add_argument("--out", default=None, help="text: write to this file instead of stdout; images: the folder "
-                   "for the PNGs (default samples/)")
-    images = g.add_argument_group("image models")
-    images.add_argument("--n", type=int, default=None, help="images to make (default 16)")
+                   "for the PNGs (default samples/); molecules: a .smi, .csv or .sdf file (default "
+                   "samples/molecules.smi)")
+    g.add_argument("--grid", default=None, help="molecules: also draw the first 24 valid ones into this PNG")
+    images = g.add_argument_group("image and molecule models")
+    images.add_argument("--n", type=int, default=None, help="images (default 16) or molecules (default 100) to make")
     images.add_argument("--class", dest="class_", default=None, help="class index or name (default: each in turn)")
     images.add_argument("--steps", type=int, default=None, help="diffusion: sampler steps (default 25)")
     images.add_argument("--sampler", default=None, help="diffusion: ddpm, ddim, heun or dpmpp_2m (default)")
@@ -346,16 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int8"], default=None)
 
-    e = sub.add_parser("eval", help="perplexity of a text model on a corpus; FD-FMNIST of an image model")
+    e = sub.add_parser("eval", help="perplexity of a text model on a corpus; FD-FMNIST of an image model; MOSES "
+                       "metrics of a molecule model")
     e.add_argument("--model", default=DEFAULT_MODEL)
     e.add_argument("--corpus", default=None, help="text models: text file, glob or folder")
     e.add_argument("--quantize", choices=["int8"], default=None)
-    e.add_argument("--n", type=int, default=None, help="image models: samples to measure (default 10000)")
+    e.add_argument("--n", type=int, default=None,
+                   help="image / molecule models: samples to measure (default 10000 / 30000)")
     e.add_argument("--steps", type=int, default=None, help="image models: sampler steps (default 25)")
     e.add_argument("--sampler", default=None, help="image models: ddpm, ddim, heun or dpmpp_2m (default)")
     e.add_argument("--guidance", type=float, default=None, help="image models: guidance (default 2)")
     e.add_argument("--seed", type=int, default=0, help="image models: seed of the first sample (default 0)")
-    e.add_argument("--json", default=None, help="image models: also write the figures to this JSON file")
+    e.add_argument("--json", default=None, help="image and molecule models: also write the figures to this JSON file")
+    e.add_argument("--plot", default=None,
+                   help="molecule models: a PNG of logP, SA, QED and weight against the test set")
     return p
 
 
@@ -363,14 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.verb != "train":
+    if rest and args.verb not in ("train", "rl"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.verb == "train":
+        if args.verb in ("train", "rl"):
             bad = [a for a in rest if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
             if bad:
                 parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
-            return _train(args, rest)
+            return (_rl if args.verb == "rl" else _train)(args, rest)
         return {"generate": _generate, "models": _models, "eval": _eval, "export": _export,
                                   "serve": _serve, "chat": _chat}[args.verb](args)
     except GenforgeError as e:

@@ -124,10 +124,15 @@ class CodecConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "shakespeare"  # "shakespeare", a text file, a glob ("notes/*.txt") or a folder
+    corpus: str = "shakespeare"  # "shakespeare", a text file, a glob ("notes/*.txt") or a folder; SMILES
+    # codec: "moses" (the MOSES training split), a .smi or .csv file
     val_fraction: float = 0.1  # the last fraction of tokens is the validation split
+    column: str = "smiles"  # SMILES codec, .csv corpora: the column holding the SMILES (case-insensitive)
+    augment: int = 0  # SMILES codec: randomized SMILES added per molecule (data augmentation); 0 = off
 
     def __post_init__(self) -> None:
+        if not 0 <= self.augment <= 100:
+            raise ConfigError(f"data.augment={self.augment} is invalid: allowed an integer from 0 to 100")
         if not self.corpus.strip():
             raise ConfigError("data.corpus is empty: give 'shakespeare', a text file, a glob or a folder")
         if not 0.0 < self.val_fraction < 0.5:

@@ -61,13 +61,16 @@ MODELS = Registry("model", {
 CODECS = Registry("codec", {
     "char": "genforge.codecs.char:CharCodec",
     "bpe": "genforge.codecs.bpe:BPECodec",
+    "smiles": "genforge.codecs.smiles:SmilesCodec",
 })
 TASKS = Registry("task", {
     "lm": "genforge.train.tasks.lm:LanguageModelTask",
     "diffusion": "genforge.train.tasks.diffusion:DiffusionTask",
     "gan": "genforge.train.tasks.gan:GANTask",
+    "rl": "genforge.train.tasks.rl:RLTask",
 })
 PIPELINES = Registry("pipeline", {
     "text": "genforge.pipelines.text:TextModel",
     "image": "genforge.pipelines.image:ImageModel",
+    "molecule": "genforge.pipelines.molecule:MoleculeModel",
 })

@@ -23,7 +23,10 @@ END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator, in every genforge B
 
 
 def eos_id(codec: Codec) -> int | None:
-    """The id of the codec's end-of-sequence token (``<|endoftext|>``), or None (character codecs)."""
+    """The id of the codec's end-of-sequence token: its ``eos_id`` (SMILES), ``<|endoftext|>`` (BPE), or
+    None (character codecs)."""
+    if isinstance(getattr(codec, "eos_id", None), int):
+        return int(codec.eos_id)  # type: ignore[attr-defined]
     if END_OF_TEXT in getattr(codec, "special_tokens", ()):
         return int(codec.token_to_id(END_OF_TEXT))  # type: ignore[attr-defined]
     return None

@@ -248,3 +248,48 @@ def _one_row(steps: Iterator[tuple[Tensor, Tensor]], eos_id: int | None) -> Iter
                 return
     finally:
         steps.close()  # type: ignore[attr-defined]
+
+
+def sample_sequences(
+    model: StepModel,
+    prompt_ids: Sequence[int],
+    n: int,
+    params: SamplingParams,
+    eos_id: int,
+    rng: torch.Generator | None = None,
+    batch_size: int = 256,
+    callback: ProgressCallback | None = None,
+) -> list[list[int]]:
+    """``n`` independent continuations of one prompt, each ending at ``eos_id`` (kept) or after
+    ``params.max_tokens`` tokens: the many-sample loop of molecule generation and RL rollouts.
+
+    Rows run ``batch_size`` at a time through ``sample_tokens``; a batch stops as soon as every row has
+    ended. ``callback(done, n)`` reports finished sequences. With one ``rng`` the result depends only on the
+    seed, ``n`` and ``batch_size``.
+    """
+    check_request(model, prompt_ids, params.max_tokens)
+    if n < 1 or batch_size < 1:
+        raise GenforgeError(f"n={n} and batch_size={batch_size} must both be >= 1")
+    rng = make_rng(params) if rng is None else rng
+    out: list[list[int]] = []
+    while len(out) < n:
+        rows = min(batch_size, n - len(out))
+        seqs = torch.zeros(rows, params.max_tokens, dtype=torch.long)
+        lengths = torch.full((rows,), params.max_tokens)
+        done = torch.zeros(rows, dtype=torch.bool)
+        steps = sample_tokens(model, list(prompt_ids), params, rng, rows)
+        try:
+            for t, (tokens, _) in enumerate(steps):
+                tokens = tokens.cpu()
+                seqs[:, t] = tokens
+                ended = (tokens == eos_id) & ~done
+                lengths[ended] = t + 1
+                done |= ended
+                if bool(done.all()):
+                    break
+        finally:
+            steps.close()
+        out.extend(row[:k] for row, k in zip(seqs.tolist(), lengths.tolist()))
+        if callback is not None:
+            callback(len(out), n)
+    return out

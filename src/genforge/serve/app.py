@@ -1,8 +1,8 @@
 """The OpenAI-compatible HTTP API and the web studio: ``genforge serve``. Wiring only.
 
 The routes live one module per API surface in ``routes/`` (models and health, completions, chat,
-embeddings, the studio); the served models in ``state.py``; the text generation flow in
-``textgen.py``. Here: the settings, the error handlers that give every error OpenAI's body, and
+embeddings, images, molecules, the studio); the served models in ``state.py``; the text generation
+flow in ``textgen.py``. Here: the settings, the error handlers that give every error OpenAI's body, and
 ``serve``, which loads and checks every model before the server listens.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConfigError
-from .routes import chat, completions, embeddings, images, models, studio
+from .routes import chat, completions, embeddings, images, models, molecules, studio
 from .schemas import APIError
 from .state import ServerState
 
@@ -61,7 +61,7 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
     app = FastAPI(title="genforge", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible API for genforge models.")
     app.state.genforge = state
-    for surface in (models, completions, chat, embeddings, images, studio):  # a new modality: one more module
+    for surface in (models, completions, chat, embeddings, images, molecules, studio):  # a new modality: a module
         app.include_router(surface.router)
     studio.mount(app)
 

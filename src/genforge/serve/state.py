@@ -22,7 +22,8 @@ from .schemas import APIError
 if TYPE_CHECKING:
     from .app import ServeSettings
 
-SERVED_MODALITIES = ("text", "image")
+SERVED_MODALITIES = ("text", "molecule", "image")
+TOKEN_MODALITIES = ("text", "molecule")  # token models over a codec: served by a batch engine
 
 
 def served_name(spec: str) -> str:
@@ -50,12 +51,13 @@ def load_models(settings: ServeSettings, loaded: dict[str, Any] | None = None) -
 
 @dataclass
 class Served:
-    """One model the server serves: a text model with its batch engine, or an image model."""
+    """One model the server serves: a text or molecule model with its batch engine, or an image model."""
 
     name: str
-    tm: Any  # the loaded pipeline (a TextModel: .model, .codec, .meta, .context_length; or an ImageModel)
-    engine: BatchEngine | None  # text models: the continuous batcher
-    modality: str  # "text" or "image" (audio, ... pipelines say theirs); /v1/models lists it
+    tm: Any  # the loaded pipeline (a TextModel or MoleculeModel: .model, .codec, .meta, .context_length; or an
+    # ImageModel)
+    engine: BatchEngine | None  # text and molecule models: the continuous batcher
+    modality: str  # "text", "molecule" or "image" (audio, ... pipelines say theirs); /v1/models lists it
     chat: bool  # fine-tuned with a chat template (else chat requests use the default one)
     template: ChatTemplate | None  # text models: how chat messages become its prompt
     busy: threading.Lock = field(default_factory=threading.Lock)  # image models: one generation at a time
@@ -93,7 +95,7 @@ class ServerState:
             if modality not in SERVED_MODALITIES:
                 raise GenforgeError(f"{name} is an {modality} model: genforge serve serves "
                                     f"{', '.join(SERVED_MODALITIES)} models so far")
-            engine = None if modality != "text" else \
+            engine = None if modality not in TOKEN_MODALITIES else \
                 BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec))
             served[name] = Served(name, tm, engine, modality, bool(tm.meta.get("chat_template")), Served.check(tm))
         for m in served.values():  # only once every model can be served
@@ -106,15 +108,17 @@ class ServerState:
             if m.engine is not None:
                 m.engine.stop()
 
-    def get(self, name: str, modality: str = "text") -> Served:
-        """The served model ``name`` for a route of ``modality``; an OpenAI 404/400 otherwise."""
+    def get(self, name: str, modality: str | tuple[str, ...] = "text") -> Served:
+        """The served model ``name`` for a route of ``modality`` (or of any of several); an OpenAI 404/400
+        otherwise."""
         if name not in self.models:
             raise APIError(404, f"model {name!r} does not exist; available: {', '.join(self.models)}", "model",
                            "model_not_found")
         m = self.models[name]
-        if m.modality != modality:
+        wanted = (modality,) if isinstance(modality, str) else modality
+        if m.modality not in wanted:
             raise APIError(400, f"model {name!r} is {'an' if m.modality[0] in 'aeiou' else 'a'} {m.modality} model; "
-                           f"this route serves {modality} models",
+                           f"this route serves {' and '.join(wanted)} models",
                            "model", "wrong_modality")
         return m
 

@@ -1,4 +1,5 @@
-"""``POST /v1/completions``: continue a prompt (OpenAI's legacy completions API)."""
+"""``POST /v1/completions``: continue a prompt (OpenAI's legacy completions API); text and molecule models
+(``routes/molecules.py``: a SMILES fragment in, molecules with their scores out)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -59,7 +60,7 @@ def context_error(e: ContextLengthError) -> APIError:
 
 @router.post("/v1/completions")
 async def completions(request: Request, req: CompletionRequest, state: Server):
-    m = state.get(req.model)
+    m = state.get(req.model, ("text", "molecule"))
     params = req.sampling_params()
     prompt = req.prompt
     if isinstance(prompt, list):
@@ -67,13 +68,21 @@ async def completions(request: Request, req: CompletionRequest, state: Server):
             raise APIError(400, "a list prompt must hold exactly one string here; send one request per prompt",
                            "prompt")
         prompt = prompt[0]
-    ids = encode(m, prompt, "prompt")
+    surface, asked = Completions(), req.max_tokens
+    if m.modality == "molecule":  # a SMILES fragment ("" = from scratch); choices carry their scores
+        from .molecules import MoleculeCompletions, default_max_tokens, molecule_prompt
+
+        prompt, ids = molecule_prompt(m, prompt)
+        surface = MoleculeCompletions(prompt, prompt if req.echo else "")
+        asked = default_max_tokens(m, len(ids)) if asked is None else asked
+    else:
+        ids = encode(m, prompt, "prompt")
     slide = sliding(req, m, state.settings.max_sliding_tokens)
     try:
-        max_tokens = fit_max_tokens(len(ids), m.context_length, req.max_tokens, slide=slide)
+        max_tokens = fit_max_tokens(len(ids), m.context_length, asked, slide=slide)
     except ContextLengthError as e:
         raise context_error(e) from None
     job = TextJob(m, ids, replace(params, max_tokens=max_tokens), req.n, params.stop, req.stream,
                   bool(req.stream_options and req.stream_options.include_usage), req.logprobs is not None,
                   req.logprobs or 0, prompt if req.echo else "", slide=slide)
-    return await respond(request, state, Completions(), job)
+    return await respond(request, state, surface, job)

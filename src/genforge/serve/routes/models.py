@@ -2,7 +2,8 @@
 
 Each model entry carries genforge fields beside OpenAI's: its modality, context length, whether it
 is a chat model, and ``genforge_sampling``: the defaults and ranges of its parameters (from
-``SamplingParams``), which the studio shows instead of keeping a copy.
+``SamplingParams``), which the studio shows instead of keeping a copy. Molecule models also carry
+``genforge_molecule`` (codec, the scores each molecule comes with, defaults).
 """
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def entry(m: Served) -> dict:
     if m.modality == "text":
         return {**out, "genforge_context_length": m.context_length, "genforge_chat": m.chat,
                 "genforge_sampling": sampling(m)}
+    if m.modality == "molecule":
+        from .molecules import molecule_settings
+
+        settings = molecule_settings(m)
+        sampled = sampling(m)
+        sampled["defaults"]["max_tokens"] = settings["defaults"]["max_tokens"]
+        return {**out, "genforge_context_length": m.context_length, "genforge_chat": False,
+                "genforge_sampling": sampled, "genforge_molecule": settings}
     from .images import image_settings
 
     return {**out, "genforge_image": image_settings(m)}

@@ -3,6 +3,7 @@
 // page also works behind a reverse proxy under a path prefix).
 
 import { setupImages } from "./images.js";
+import { setupMolecules } from "./molecules.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,8 +24,10 @@ const TABS = [
   { id: "text", accepts: (m) => modality(m) === "text" },
   { id: "chat", accepts: (m) => modality(m) === "text" },
   { id: "images", accepts: (m) => modality(m) === "image" },
+  { id: "molecules", accepts: (m) => modality(m) === "molecule" },
 ];
 let images = null; // the Images tab (images.js)
+let molecules = null; // the Molecules tab (molecules.js)
 
 const state = {
   models: [],
@@ -396,6 +399,7 @@ function renderModels() {
   $("model-info").textContent = modelInfo($("model").value);
   updateChatModelInfo();
   images.setModels(state.models.filter((m) => modality(m) === "image"), remembered.images);
+  molecules.setModels(state.models.filter((m) => modality(m) === "molecule"), remembered.molecules);
 
   let first = null;
   for (const t of TABS) {
@@ -463,7 +467,7 @@ function selectTab(id, focus = true) {
     $(`panel-${t.id}`).hidden = !on;
     if (on && focus) btn.focus();
   }
-  $("params").hidden = id === "images"; // the text parameters; the Images tab has its own
+  $("params").hidden = id === "images" || id === "molecules"; // the text parameters; these tabs have their own
   if (location.hash.slice(1) !== id) history.replaceState(null, "", `#${id}`);
 }
 
@@ -779,6 +783,7 @@ function main() {
   setupText();
   setupChat();
   images = setupImages({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
+  molecules = setupMolecules({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   loadModels();
 }
 

@@ -30,14 +30,31 @@ def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
 
-def _build_codec(cfg: RunConfig):
+def _build_codec(cfg: RunConfig, corpus: str):
     from ...data.corpus import iter_corpus, read_corpus
     from ...registry import CODECS
 
     cls = CODECS.get(cfg.codec.kind, "codec.kind")
     if cfg.codec.kind == "char":
-        return cls.from_text(read_corpus(cfg.data.corpus), unknown=cfg.codec.unknown or None)
-    return cls.train(iter_corpus(cfg.data.corpus), vocab_size=cfg.codec.vocab_size)
+        return cls.from_text(read_corpus(corpus), unknown=cfg.codec.unknown or None)
+    if cfg.codec.kind == "smiles":
+        return cls.from_text(read_corpus(corpus))
+    return cls.train(iter_corpus(corpus), vocab_size=cfg.codec.vocab_size)
+
+
+def corpus_for(cfg: RunConfig, main: bool) -> str:
+    """The text the codec and shards read: the recipe's corpus, or for SMILES the cached canonical
+    molecule file made from it (by the main process; the others find it in the cache)."""
+    if cfg.codec.kind != "smiles":
+        return cfg.data.corpus
+    from ...data.molecules import prepare_smiles_corpus
+    from ...paths import data_home
+
+    path, report = prepare_smiles_corpus(cfg.data.corpus, data_home() / "molecules", cfg.data.column,
+                                         augment=cfg.data.augment, seed=cfg.train.seed)
+    if main:
+        print(f"molecules: {report}", flush=True)
+    return str(path)
 
 
 def _config_defaults(kind: str) -> dict[str, Any]:
@@ -92,13 +109,15 @@ class LanguageModelTask:
         if rt.is_main:
             out.mkdir(parents=True, exist_ok=True)
             source = resume_meta or self.base
-            self.codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg)
+            corpus = corpus_for(cfg, main=True)
+            self.codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg, corpus)
             atomic_write_text(codec_file, json.dumps(self.codec.to_dict()))
-            self.shards = prepare_shards(cfg.data.corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
+            self.shards = prepare_shards(corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
         rtm.barrier(rt)
         if not rt.is_main:
             self.codec = codec_from_dict(json.loads(codec_file.read_text()))
-            self.shards = prepare_shards(cfg.data.corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
+            self.shards = prepare_shards(corpus_for(cfg, main=False), self.codec, data_home() / "shards",
+                                         cfg.data.val_fraction)
         self.model_kind, self.fields = model_spec(cfg, self.codec.vocab_size, resume_meta or self.base)
         self.block = self.fields.get("block_size") or _config_defaults(self.model_kind)["block_size"]
         self.sampler = WindowSampler(self.shards.train, self.block, cfg.train.batch_size, cfg.train.seed,
@@ -166,4 +185,5 @@ class LanguageModelTask:
 
     def meta(self) -> dict[str, Any]:
         return {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
-                "init_from": self.cfg.train.init_from or None, "pipeline": "text", "task": self.kind}
+                "init_from": self.cfg.train.init_from or None, "task": self.kind,
+                "pipeline": "molecule" if self.codec.kind == "smiles" else "text"}
