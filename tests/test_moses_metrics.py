@@ -21,9 +21,9 @@ pytest.importorskip("scipy")
 from rdkit import Chem, DataStructs  # noqa: E402
 from rdkit.Chem.Scaffolds import MurckoScaffold  # noqa: E402
 
+from genforge import chem  # noqa: E402
 from genforge.data.molecules import moses_dir, moses_file, moses_smiles, quiet_rdkit  # noqa: E402
 from genforge.errors import DataError  # noqa: E402
-from genforge.eval import chem  # noqa: E402
 from genforge.eval import moses_metrics as mm  # noqa: E402
 
 try:

@@ -23,7 +23,7 @@ def _sample(mm, n: int, prompt: str, params: dict, seed: int) -> list[str]:
 
 def generate_molecules(mm, args: argparse.Namespace, params: dict) -> int:
     """SMILES to ``--out`` (.smi, .csv with scores, .sdf), optionally a drawn ``--grid`` PNG; a summary line."""
-    from .eval.chem import properties
+    from .chem import properties
 
     wrong = [k for k in TEXT_ONLY if k in params] + (["stop"] if params.get("stop") else [])
     wrong += [f for f in ("class_", "steps", "sampler", "guidance", "truncation") if getattr(args, f) is not None]

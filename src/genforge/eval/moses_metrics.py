@@ -44,9 +44,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import chem
 from ..data.molecules import MOSES_INSTALL, moses_file, moses_smiles
 from ..errors import DataError
-from . import chem
 
 try:
     from numpy._core.multiarray import _reconstruct

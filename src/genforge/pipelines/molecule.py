@@ -86,7 +86,7 @@ class MoleculeModel(TextModel):
 
 
 def _properties(smiles: Sequence[str]) -> list[dict[str, float] | None]:
-    from ..eval.chem import properties
+    from ..chem import properties
 
     return properties(list(smiles))
 

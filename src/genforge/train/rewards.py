@@ -5,7 +5,7 @@ A recipe names one as ``reward = "package.module:function"`` or ``reward = "path
 arguments (``reward = "genforge.train.rewards:similarity"``, ``reward_args = {target = "CCO"}``).
 Rewards compose in Python (``weighted_product``, ``weighted_mean``) or in a recipe (``combine``).
 
-Built in, for molecules (RDKit through ``eval.chem``; an invalid SMILES scores 0 in each, though the RL task only
+Built in, for molecules (RDKit through ``genforge.chem``; an invalid SMILES scores 0 in each, though the RL task only
 ever passes valid ones): ``qed`` (Bickerton et al. 2012), ``logp_window(lo, hi)`` (Crippen logP),
 ``sa`` (Ertl & Schuffenhauer 2009 synthetic accessibility, 1 .. 10 mapped to 1 .. 0),
 ``similarity(target)`` (ECFP4 Tanimoto; Rogers & Hahn 2010), ``substructure(required, forbidden)``
@@ -35,15 +35,15 @@ CELECOXIB = "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1"
 FP_BITS = 2048  # ECFP4: Morgan fingerprint of radius 2, folded to 2048 bits
 
 
-# --- RDKit helpers (genforge.eval.chem, shared with the molecule metrics) -------------------------
+# --- RDKit helpers (genforge.chem, shared with the molecule metrics) -------------------------
 def _mol(smiles: str):
-    from ..eval.chem import mol
+    from ..chem import mol
 
     return mol(smiles)
 
 
 def ecfp4(m):
-    from ..eval.chem import ecfp4 as fp
+    from ..chem import ecfp4 as fp
 
     return fp(m, FP_BITS)
 
@@ -58,14 +58,14 @@ def _per_molecule(fn: Callable[[Any], float]) -> Reward:
 # --- built-in rewards ------------------------------------------------------------------------------
 def qed(smiles: list[str]) -> list[float]:
     """Quantitative estimate of drug-likeness (Bickerton et al. 2012), already in [0, 1]."""
-    from ..eval.chem import qed as q
+    from ..chem import qed as q
 
     return _per_molecule(q)(smiles)
 
 
 def sa(smiles: list[str]) -> list[float]:
     """Synthetic accessibility (Ertl & Schuffenhauer 2009; 1 = easy .. 10 = hard) mapped to (10 - SA) / 9."""
-    from ..eval.chem import sa_score
+    from ..chem import sa_score
 
     return _per_molecule(lambda m: min(1.0, max(0.0, (10.0 - sa_score(m)) / 9.0)))(smiles)
 
@@ -74,7 +74,7 @@ def logp_window(lo: float, hi: float, width: float = 1.0) -> Reward:
     """1 when Crippen logP lies in [lo, hi], decaying as exp(-d^2 / (2 width^2)) at distance d outside."""
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and width > 0):
         raise ConfigError(f"logp_window(lo={lo}, hi={hi}, width={width}): need lo <= hi and width > 0")
-    from ..eval.chem import logp
+    from ..chem import logp
 
     def score(m) -> float:
         v = logp(m)
@@ -85,7 +85,7 @@ def logp_window(lo: float, hi: float, width: float = 1.0) -> Reward:
 
 def similarity(target: str) -> Reward:
     """ECFP4 Tanimoto similarity to ``target`` (a SMILES)."""
-    from ..eval.chem import tanimoto
+    from ..chem import tanimoto
 
     t = _mol(target)
     if t is None:
@@ -303,7 +303,7 @@ class MoleculeDomain:
         return out
 
     def diversity(self, keys: Sequence[str]) -> float | None:
-        from ..eval.chem import tanimoto
+        from ..chem import tanimoto
 
         fps = [ecfp4(m) for k in sorted(set(keys)) if (m := _mol(k)) is not None]
         if len(fps) < 2:

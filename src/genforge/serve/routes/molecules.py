@@ -51,8 +51,8 @@ def default_max_tokens(m: Served, prompt_tokens: int = 1) -> int | None:
 
 def describe(smiles: list[str]) -> list[dict]:
     """Each SMILES with its validity and scores (None when the molecule is not valid)."""
+    from ...chem import properties
     from ...data.molecules import quiet_rdkit
-    from ...eval.chem import properties
 
     quiet_rdkit()
     given = [s for s in smiles if s.strip()]  # RDKit reads "" as a molecule with no atoms: not one here

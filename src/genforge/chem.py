@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError
+from .errors import DataError
 
 if TYPE_CHECKING:
     from rdkit.Chem import Mol
@@ -31,7 +31,7 @@ MOSES_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})  # the eleme
 
 @lru_cache(maxsize=1)
 def _quiet() -> None:
-    from ..data.molecules import quiet_rdkit
+    from .data.molecules import quiet_rdkit
 
     quiet_rdkit()
 
@@ -123,7 +123,7 @@ def _filters() -> tuple[list[Any], np.ndarray]:
     whose pattern fingerprint lacks a bit of a query's cannot match that query, so it is not tried."""
     from rdkit import Chem
 
-    from ..data.molecules import MOSES_INSTALL, moses_file
+    from .data.molecules import MOSES_INSTALL, moses_file
 
     with open(moses_file("mcf.csv"), newline="") as f:
         smarts = [row["smarts"].strip() for row in csv.DictReader(f)]
