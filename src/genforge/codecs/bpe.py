@@ -48,6 +48,11 @@ class BPECodec:
 
     # ----------------------------------------------------------------------------------- building
     @classmethod
+    def from_corpus(cls, pieces: Iterable[str], cfg: Any) -> BPECodec:
+        """The codec a recipe's ``[codec]`` (``cfg``) asks for, trained on the corpus text."""
+        return cls.train(pieces, vocab_size=cfg.vocab_size)
+
+    @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int,
               special_tokens: Sequence[str] = DEFAULT_SPECIALS, min_frequency: int = 2) -> BPECodec:
         """Learn merges from ``texts`` until the vocabulary (incl. 256 bytes + specials) reaches ``vocab_size``.

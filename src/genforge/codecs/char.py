@@ -47,6 +47,11 @@ class CharCodec:
             vocab.add(unknown)
         return cls("".join(sorted(vocab)), unknown=unknown)
 
+    @classmethod
+    def from_corpus(cls, pieces: Iterable[str], cfg: Any) -> CharCodec:
+        """The codec a recipe's ``[codec]`` (``cfg``) asks for, built from the corpus text."""
+        return cls.from_text("".join(pieces), unknown=cfg.unknown or None)
+
     @property
     def vocab_size(self) -> int:
         """Number of distinct token ids (= characters in the vocabulary)."""

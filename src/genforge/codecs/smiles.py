@@ -65,6 +65,11 @@ class SmilesCodec:
             raise DataError("cannot build a SMILES vocabulary from an empty corpus; give one SMILES per line")
         return cls([*SPECIALS, *sorted(seen)])
 
+    @classmethod
+    def from_corpus(cls, pieces: Iterable[str], cfg: Any) -> SmilesCodec:
+        """The codec a recipe's ``[codec]`` (``cfg``) asks for, built from the corpus text."""
+        return cls.from_text("".join(pieces))
+
     @property
     def vocab_size(self) -> int:
         return len(self._tokens)

@@ -31,15 +31,10 @@ def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _build_codec(cfg: RunConfig, corpus: str):
-    from ...data.corpus import iter_corpus, read_corpus
+    from ...data.corpus import iter_corpus
     from ...registry import CODECS
 
-    cls = CODECS.get(cfg.codec.kind, "codec.kind")
-    if cfg.codec.kind == "char":
-        return cls.from_text(read_corpus(corpus), unknown=cfg.codec.unknown or None)
-    if cfg.codec.kind == "smiles":
-        return cls.from_text(read_corpus(corpus))
-    return cls.train(iter_corpus(corpus), vocab_size=cfg.codec.vocab_size)
+    return CODECS.get(cfg.codec.kind, "codec.kind").from_corpus(iter_corpus(corpus), cfg.codec)
 
 
 def corpus_for(cfg: RunConfig, main: bool) -> str:
