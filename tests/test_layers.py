@@ -1,8 +1,9 @@
 """The dependency direction of ../design: nothing imports upward, and the sampling modules form no cycle.
 
 core (errors, paths, atomic, types, config, registry, checkpoint, device, store) <- leaf packages
-(codecs, models, sampling) <- data (and chem) <- train; pipelines sit above the leaves and data but never import
-train (inference reads checkpoints without the training code); serve above pipelines; the CLI and
+(codecs, models, sampling, retrieval) <- data (and chem) <- train, eval, safety; pipelines sit above the leaves,
+data and safety but never import train (inference reads checkpoints without the training code); serve above
+pipelines; the CLI and
 the package's front door may import anything. Every import counts, also those inside functions.
 """
 from __future__ import annotations
@@ -14,19 +15,22 @@ import genforge
 
 SRC = Path(genforge.__file__).resolve().parent
 CORE = {"errors", "paths", "atomic", "types", "config", "registry", "checkpoint", "device", "store"}
-LEAVES = {"codecs", "models", "diffusion", "sampling"}
+LEAVES = {"codecs", "models", "diffusion", "sampling", "retrieval"}
 ALLOWED = {
     "core": {"core"},
     "codecs": {"core", "codecs"},
     "models": {"core", "models"},
     "diffusion": {"core", "diffusion"},
     "sampling": {"core", "sampling"},
+    "retrieval": {"core", "codecs", "retrieval"},  # codecs: the MiniLM sentence embedder
     "chem": {"core", "data", "chem"},  # RDKit properties, fingerprints, filters (beside data: reads MOSES files)
     "data": {"core", "codecs", "data"},
-    "train": {"core", *LEAVES, "data", "chem", "train"},  # sampling: sample grids now, RL rollouts next
+    # sampling: sample grids and RL rollouts; safety: the model card of each checkpoint
+    "train": {"core", *LEAVES, "data", "chem", "safety", "train"},
     "eval": {"core", "codecs", "models", "chem", "data", "eval"},
-    "pipelines": {"core", *LEAVES, "data", "chem", "pipelines"},
-    "serve": {"core", *LEAVES, "data", "chem", "pipelines", "serve"},
+    "safety": {"core", *LEAVES, "data", "safety"},  # watermark, filters, bias probes, model cards
+    "pipelines": {"core", *LEAVES, "data", "chem", "safety", "pipelines"},
+    "serve": {"core", *LEAVES, "data", "chem", "safety", "pipelines", "serve"},
 }
 
 

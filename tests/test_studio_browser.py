@@ -47,18 +47,15 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
-    """A real ``genforge serve`` in a subprocess; its base URL. Always terminated afterwards."""
+def start_serve(tmp: Path, request: pytest.FixtureRequest, *args: str) -> str:
+    """``genforge serve ARGS`` in a subprocess with ``GENFORGE_HOME=tmp/home``, terminated when the requesting
+    fixture ends; its base URL once ``/health`` answers (the test fails with the server's log otherwise)."""
     port = _free_port()
-    tmp = tmp_path_factory.mktemp("studio-server")
     log_path = tmp / "server.log"
     env = {**os.environ, "GENFORGE_HOME": str(tmp / "home"), "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "wb")  # noqa: SIM115 (closed by the finalizer)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genforge", "serve", "--host", "127.0.0.1", "--port", str(port)],  # default models
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "genforge", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop() -> None:
         if proc.poll() is None:
@@ -86,6 +83,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
             pytest.fail(f"genforge serve did not answer GET /health within 60 s:\n"
                         f"{log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
+    """A real ``genforge serve`` (the default models) in a subprocess; its base URL."""
+    return start_serve(tmp_path_factory.mktemp("studio-server"), request)
 
 
 @pytest.fixture(scope="module")

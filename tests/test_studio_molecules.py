@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from test_serve_molecules import train_molecule_model
-from test_studio_browser import CHROMIUM_ARGS, Studio, _free_port, _get, sync_api  # skips without Chromium
+from test_studio_browser import CHROMIUM_ARGS, Studio, start_serve, sync_api  # skips without Chromium
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -27,32 +24,8 @@ CHROMIUM = "/usr/bin/chromium"
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[str, str]:
     tmp = tmp_path_factory.mktemp("studio-molecules")
     run = train_molecule_model(tmp)
-    port = _free_port()
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 (closed by the finalizer)
-    proc = subprocess.Popen([sys.executable, "-m", "genforge", "serve", "--port", str(port), "--model", str(run),
-                             "--model", "shakespeare-char"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "GENFORGE_HOME": str(tmp / "home")})
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-    request.addfinalizer(stop)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, (tmp / "server.log").read_text()[-2000:]
-        try:
-            if _get(base + "/health", timeout=1.0)[0] == 200:
-                return base, run.name
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "genforge serve did not start"
-        time.sleep(0.2)
+    base = start_serve(tmp, request, "--model", str(run), "--model", "shakespeare-char")
+    return base, run.name
 
 
 @pytest.fixture()

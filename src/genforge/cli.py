@@ -61,7 +61,11 @@ def _generate(args: argparse.Namespace) -> int:
     if modality not in GENERATORS:
         raise GenforgeError(f"{args.model} is a {modality} model; genforge generate writes "
                             f"{', '.join(GENERATORS)} so far")
-    return GENERATORS[modality](pipeline, args, params)
+    if args.retrieve and modality != "text":
+        raise GenforgeError(f"--retrieve applies to text models; {args.model} is a {modality} model")
+    from .cli_safety import watermarked
+
+    return watermarked(GENERATORS[modality], pipeline, args, params)  # --watermark: marked and recorded
 
 
 def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
@@ -72,22 +76,25 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     _refuse_flags(args, ("grid",), "molecule")
     if args.prompt is None:
         args.prompt = DEFAULT_PROMPT
+    flt = _safety_filter(args, [args.prompt])  # --safety: a blocked prompt stops here; output is screened
+    if args.retrieve:
+        return _generate_retrieved(tm, args, params, flt)
 
     # --max-tokens left out: what fits the context beside the prompt
     params["max_tokens"] = fit_max_tokens(len(tm.codec.encode(args.prompt)), tm.context_length,
                                           params.get("max_tokens"), slide=True)  # past the context: it slides
-    if args.out:
+    if args.out or params.get("num_beams", 1) > 1 or params.get("best_of", 1) > 1 or args.no_stream:
+        text = args.prompt + "".join(_screen([tm.generate(args.prompt, **params)], flt, args)) + "\n"
+        if not args.out:
+            sys.stdout.write(text)
+            return 0
         from .atomic import atomic_write_text
 
-        text = args.prompt + tm.generate(args.prompt, **params) + "\n"
         path = atomic_write_text(args.out, text)
         print(f"wrote {path} ({len(text)} characters)")
         return 0
     out = sys.stdout
-    if params.get("num_beams", 1) > 1 or params.get("best_of", 1) > 1 or args.no_stream:
-        out.write(args.prompt + tm.generate(args.prompt, **params) + "\n")
-        return 0
-    pieces = tm.stream(args.prompt, **params)  # checks the prompt before anything is printed
+    pieces = _screen(tm.stream(args.prompt, **params), flt, args)  # checks the prompt before anything is printed
     out.write(args.prompt)
     out.flush()
     for piece in pieces:
@@ -97,45 +104,41 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     return 0
 
 
-def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
-    """Images to PNG files in ``--out`` (default ``samples/``): one per image and a grid, each carrying the
-    settings that made it; a progress bar while the sampler runs."""
-    import random
+def _safety_filter(args: argparse.Namespace, texts: list[str]):
+    """``--safety FILE|default``: the filter, after refusing ``texts`` it blocks; None without the flag."""
+    if not getattr(args, "safety", None):
+        return None
+    from .safety.filters import load_filter, refuse_input
 
-    from tqdm.auto import tqdm
+    flt = load_filter(args.safety)
+    refuse_input(flt, texts, str(args.model))
+    return flt
 
-    _refuse_flags(args, ("grid",), "molecule")
-    text_only = [k for k, v in params.items() if k != "seed" and (k != "stop" or v)]  # stop: () when not given
-    if text_only:
-        raise GenforgeError(f"--{text_only[0].replace('_', '-')} applies to text models; {args.model} is an image "
-                            "model (its flags: --n, --class, --steps, --sampler, --guidance, --seed)")
-    seed = params.get("seed", random.randrange(2**31))
-    def given(value, default):
-        return default if value is None else value
 
-    from .pipelines.image import DEFAULTS
+def _screen(pieces, flt, args: argparse.Namespace):
+    from .safety.filters import screened
 
-    n, steps = given(args.n, DEFAULTS["n"]), given(args.steps, DEFAULTS["steps"])
-    sampler, guidance = given(args.sampler, DEFAULTS["sampler"]), given(args.guidance, DEFAULTS["guidance"])
-    cls, matched = None, ""
-    if args.class_ is not None:
-        cls = im.class_id(args.class_)
-    elif args.prompt is not None:
-        cls, matched = im.class_from_prompt(args.prompt)  # the class the prompt names
-    im.check(n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
-    if cls is not None:
-        print(f"class {cls} ({im.classes[cls] if cls < len(im.classes) else cls})"
-              + (f", from the prompt ({matched})" if matched else ""))
-    gan = im.family == "gan"
-    with tqdm(total=1 if gan else steps, unit="step", desc="sampling", dynamic_ncols=True) as bar:
-        images = im.generate(n=n, cls=cls, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-                             callback=lambda i, total: bar.update(1), truncation=args.truncation)
-    settings = {"seed": seed, **({"truncation": given(args.truncation, im.truncation)} if gan else
-                                  {"steps": steps, "sampler": sampler, "guidance": guidance}),
-                "class": None if cls is None else im.classes[cls] if cls < len(im.classes) else cls,
-                "prompt": args.prompt}
-    paths = im.save(images, args.out or "samples", settings)
-    print(f"wrote {len(paths) - 1} images and {paths[-1]} (seed {seed})")
+    return pieces if flt is None else screened(pieces, flt, str(args.model))
+
+
+def _generate_retrieved(tm, args: argparse.Namespace, params: dict, flt=None) -> int:
+    """``--retrieve``: passages from the index before the prompt; the answer with its citations, its sources
+    and the grounding check (unsupported sentences flagged), to stdout or ``--out``."""
+    from dataclasses import replace
+
+    from .retrieval.index import parse_filters
+
+    answer = tm.answer(args.prompt, args.retrieve, k=args.k, filters=parse_filters(args.filter), **params)
+    if flt is not None:  # cut before a blocked span; the sentences after the cut are not judged
+        safe = "".join(_screen([answer.text], flt, args))
+        answer = replace(answer, text=safe, grounding=[g for g in answer.grounding if g.end <= len(safe)])
+    text = args.prompt + answer.render() + "\n"
+    if args.out:
+        from .atomic import atomic_write_text
+
+        print(f"wrote {atomic_write_text(args.out, text)} ({len(text)} characters)")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -144,6 +147,13 @@ def _refuse_flags(args: argparse.Namespace, names: Sequence[str], kind: str) -> 
         if getattr(args, name) is not None:
             flag = "--class" if name == "class_" else "--" + name.replace("_", "-")
             raise GenforgeError(f"{flag} applies to {kind} models; {args.model} is not one")
+
+
+def _generate_image(im, args: argparse.Namespace, params: dict) -> int:
+    from .cli_images import generate_images
+
+    _refuse_flags(args, ("grid",), "molecule")
+    return generate_images(im, args, params)
 
 
 def _generate_molecules(mm, args: argparse.Namespace, params: dict) -> int:
@@ -177,9 +187,16 @@ def _export(args: argparse.Namespace) -> int:
     from .checkpoint import export_model
     from .store import resolve_model
 
-    card = Path(args.card).read_text(encoding="utf-8") if args.card else None
+    src = resolve_model(args.run)
+    if args.card:
+        card = Path(args.card).read_text(encoding="utf-8")
+    else:  # written from the checkpoint's own record
+        from .checkpoint import read_meta
+        from .safety.model_card import card_markdown
+
+        card = card_markdown(read_meta(src), Path(args.out).name)
     extra = {"chat_template": args.chat_template} if args.chat_template else None
-    out = export_model(resolve_model(args.run), args.out, args.dtype, card, extra)
+    out = export_model(src, args.out, args.dtype, card, extra)
     print(f"exported {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
     return 0
 
@@ -190,7 +207,9 @@ def _serve(args: argparse.Namespace) -> int:
     key = args.api_key or os.environ.get("GENFORGE_API_KEY") or None
     settings = ServeSettings(models=args.model or ServeSettings().models, api_key=key,
                              max_concurrent=args.max_concurrent, max_batch=args.max_batch, device=args.device,
-                             sliding_window=args.sliding_window, max_sliding_tokens=args.max_sliding_tokens)
+                             sliding_window=args.sliding_window, max_sliding_tokens=args.max_sliding_tokens,
+                             retrieve=args.retrieve, watermark=args.watermark,
+                             watermark_settings=args.watermark_settings, safety=args.safety)
     serve(settings, args.host, args.port)  # a model or flag that cannot be served: one line, before listening
     return 0
 
@@ -199,7 +218,9 @@ def _chat(args: argparse.Namespace) -> int:
     from .serve.chat_cli import run_chat
 
     params = _given(args, CHAT_FLAGS)
-    return run_chat(args.model, args.system, params, load_kwargs={"device": args.device, "quantize": args.quantize})
+    return run_chat(args.model, args.system, params, load_kwargs={"device": args.device, "quantize": args.quantize},
+                    retrieve=args.retrieve, k=args.k, watermark=args.watermark,
+                    watermark_settings=args.watermark_settings, safety=args.safety)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -208,9 +229,15 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.corpus import read_corpus
     from .pipelines import load
 
+    if args.bias:  # counterfactual bias probes of a text model
+        from .cli_safety import eval_bias
+
+        return eval_bias(args)
     tm = load(args.model, quantize=args.quantize)
     if getattr(tm, "modality", "text") == "image":
-        return _eval_images(tm, args)
+        from .cli_images import eval_images
+
+        return eval_images(tm, args)
     if getattr(tm, "modality", "text") == "molecule":
         from .cli_molecules import eval_molecules
 
@@ -223,61 +250,6 @@ def _eval(args: argparse.Namespace) -> int:
     text = read_corpus(args.corpus)
     ppl = tm.perplexity(text)
     print(f"perplexity {ppl:.4f}  ({math.log(ppl):.4f} nats/token, {math.log2(ppl):.4f} bits/token)")
-    return 0
-
-
-def _eval_images(im, args: argparse.Namespace) -> int:
-    """FD-FMNIST: Frechet distance, precision/recall and conditional accuracy of ``--n`` class-balanced
-    samples against the training images, beside the same figures for n real test images (the floor)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from .data.images import FASHION_MNIST_CLASSES, load_images
-    from .eval.image_features import default_feature_net
-    from .eval.image_metrics import evaluate_images, real_floor
-
-    if im.classes != FASHION_MNIST_CLASSES or im.shape != (1, 28, 28):
-        raise GenforgeError(f"FD-FMNIST measures 28x28 Fashion-MNIST models; {args.model} draws "
-                            f"{'x'.join(map(str, im.shape[1:]))} images of {im.classes[:3]}...")
-    n = 10_000 if args.n is None else args.n
-    if not 10 <= n <= 100_000:
-        raise GenforgeError(f"--n {n} is out of range: allowed 10 .. 100000 samples")
-    from .pipelines.image import DEFAULTS
-
-    steps = DEFAULTS["steps"] if args.steps is None else args.steps
-    sampler = args.sampler or DEFAULTS["sampler"]
-    guidance = DEFAULTS["guidance"] if args.guidance is None else args.guidance
-    im.check(n=250, steps=steps, sampler=sampler, guidance=guidance, seed=args.seed)  # one batch's settings
-    net = default_feature_net()
-    labels = torch.arange(n) % 10  # class-balanced
-    images, asked = [], []
-    with tqdm(total=n, unit="image", desc="sampling", dynamic_ncols=True) as bar:
-        for start in range(0, n, 250):  # batches of 250, one call per class in each
-            part = labels[start:start + 250]
-            for c in part.unique().tolist():
-                k = int((part == c).sum())
-                images.append(im.generate(n=k, cls=c, steps=steps, sampler=sampler, guidance=guidance,
-                                          seed=args.seed + start + c))
-                asked.append(torch.full((k,), c))
-            bar.update(len(part))
-    fake, fake_labels = torch.cat(images), torch.cat(asked)
-    train, test = load_images("fashion-mnist", "train"), load_images("fashion-mnist", "test")
-    ours = evaluate_images(fake, fake_labels, train, net)
-    floor = real_floor(train, test, net, n=min(n, len(test)))
-    print(f"FD-FMNIST ({net.fingerprint()}), {n:,} samples ({sampler}, {steps} steps, guidance {guidance:g}) "
-          f"against the {len(train):,} training images; floor: {floor['n']:,} real test images")
-    for key in ("fd", "precision", "recall", "conditional_accuracy"):
-        print(f"  {key:<22} {ours[key]:8.4f}   floor {floor[key]:8.4f}")
-    ratio = ours["fd"] / max(floor["fd"], 1e-12)
-    print(f"  FD / floor             {ratio:8.2f}x")
-    if args.json:
-        import json
-
-        from .atomic import atomic_write_text
-
-        record = {"model": args.model, "samples": n, "sampler": sampler, "steps": steps, "guidance": guidance,
-                  "seed": args.seed, "ours": ours, "floor": floor, "fd_over_floor": ratio}
-        print(f"wrote {atomic_write_text(args.json, json.dumps(record, indent=2) + chr(10))}")
     return 0
 
 
@@ -314,6 +286,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_safety import add_watermark_flags
+
     p = _Parser(prog="genforge", description="Train and sample generative models.")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
@@ -331,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
     g.add_argument("--prompt", default=None, help="text to continue (default: 'MACBETH.\\n')")
     _sampling_flags(g, GENERATE_FLAGS)
+    add_watermark_flags(g, "text and molecule models' tokens")
+    g.add_argument("--safety", default=None, metavar="FILE", help="text models: refuse a blocked prompt and cut "
+                   "blocked output (a TOML file with a [safety] table, or 'default')")
     g.add_argument("--stop", action="append", help="stop string (repeatable); never printed")
     g.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     g.add_argument("--device", default="cpu")
@@ -339,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="text: write to this file instead of stdout; images: the folder "
                    "for the PNGs (default samples/); molecules: a .smi, .csv or .sdf file (default "
                    "samples/molecules.smi)")
+    g.add_argument("--retrieve", default=None, metavar="INDEX",
+                   help="text models: put passages from this index (genforge index add) before the prompt; the "
+                   "answer cites them and unsupported sentences are flagged")
+    g.add_argument("--k", type=int, default=4, help="with --retrieve: passages to retrieve (default 4)")
+    g.add_argument("--filter", action="append", help="with --retrieve: only passages tagged key=value (repeatable)")
     g.add_argument("--grid", default=None, help="molecules: also draw the first 24 valid ones into this PNG")
     images = g.add_argument_group("image and molecule models")
     images.add_argument("--n", type=int, default=None, help="images (default 16) or molecules (default 100) to make")
@@ -371,14 +353,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a request can also ask for it: genforge_sliding_window)")
     s.add_argument("--max-sliding-tokens", type=int, default=4096,
                    help="most tokens one request that slides past the context may ask for")
+    add_watermark_flags(s, "every reply (POST /v1/detect; --watermark-settings alone: detection only)")
+    s.add_argument("--retrieve", default=None, metavar="INDEX",
+                   help="passages from this index for every text request (a request's genforge_retrieve overrides)")
+    s.add_argument("--safety", default=None, metavar="FILE",
+                   help="input and output filters: a TOML file with a [safety] table, or 'default' for the built-in "
+                        "list (refusals are logged to GENFORGE_HOME/logs/safety.jsonl)")
     s.add_argument("--device", default="cpu")
 
     c = sub.add_parser("chat", help="chat in the terminal (history, streaming, /reset, /system, /params)")
     c.add_argument("--model", default="shakespeare-chat", help="bundled name, model folder or run folder")
     c.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
     _sampling_flags(c, CHAT_FLAGS)  # --seed: reply k of a session uses seed + k
+    add_watermark_flags(c, "every reply")
+    c.add_argument("--safety", default=None, metavar="FILE", help="refuse blocked messages and cut blocked replies "
+                   "(a TOML file with a [safety] table, or 'default')")
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int8"], default=None)
+    c.add_argument("--retrieve", default=None, metavar="INDEX", help="passages from this index for every message")
+    c.add_argument("--k", type=int, default=4, help="with --retrieve: passages per message (default 4)")
 
     e = sub.add_parser("eval", help="perplexity of a text model on a corpus; FD-FMNIST of an image model; MOSES "
                        "metrics of a molecule model")
@@ -394,7 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="image and molecule models: also write the figures to this JSON file")
     e.add_argument("--plot", default=None,
                    help="molecule models: a PNG of logP, SA, QED and weight against the test set")
+    e.add_argument("--bias", action="store_true", help="text models: counterfactual bias probes (sentiment and "
+                   "word associations per group, with 95%% intervals); --n continuations per prompt (default 10)")
+    e.add_argument("--max-tokens", type=int, default=None, help="with --bias: tokens per continuation (default 60)")
+    from . import cli_index, cli_safety
+
+    for module in (cli_index, cli_safety):  # verbs kept in their own files: they add parsers and handlers
+        VERBS.update(module.add_parsers(sub))
     return p
+
+
+VERBS: dict = {}  # verb -> handler(args) for the verbs of cli_index and cli_safety (filled by build_parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -410,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --train.lr=3e-4)")
             return (_rl if args.verb == "rl" else _train)(args, rest)
         return {"generate": _generate, "models": _models, "eval": _eval, "export": _export,
-                                  "serve": _serve, "chat": _chat}[args.verb](args)
+                "serve": _serve, "chat": _chat, **VERBS}[args.verb](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,8 @@ def _sample(mm, n: int, prompt: str, params: dict, seed: int) -> list[str]:
     with tqdm(total=n, unit="mol", desc="sampling", dynamic_ncols=True) as bar:
         return mm.sample(n, prompt=prompt, seed=seed, temperature=params.get("temperature", 1.0),
                          top_k=params.get("top_k", 0), top_p=params.get("top_p", 1.0),
-                         max_tokens=params.get("max_tokens"), callback=lambda done, total: bar.update(done - bar.n))
+                         max_tokens=params.get("max_tokens"), callback=lambda done, total: bar.update(done - bar.n),
+                         watermark=params.get("watermark"))
 
 
 def generate_molecules(mm, args: argparse.Namespace, params: dict) -> int:

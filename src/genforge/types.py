@@ -205,6 +205,8 @@ class SamplingParams:
     num_beams: int = 1  # >1: beam search (deterministic; ignores temperature/top-k/top-p)
     best_of: int = 1  # >1: sample n candidates, return the one with the best mean log-probability
     length_penalty: float = 1.0  # beam search: score / len**length_penalty
+    # a sampling.watermark.WatermarkSettings: bias the key's green tokens (Kirchenbauer et al. 2023); None = off
+    watermark: Any = None
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> None:
@@ -220,6 +222,8 @@ class SamplingParams:
             bad("stop", f"at most {MAX_STOP} non-empty strings")
         if self.num_beams > 1 and self.best_of > 1:
             bad("best_of", "1 when num_beams > 1 (choose beam search or best-of-n)")
+        if self.watermark is not None and not all(hasattr(self.watermark, a) for a in ("key", "gamma", "delta")):
+            bad("watermark", "None or a genforge.sampling.watermark.WatermarkSettings")
 
 
 def sampling_defaults(*names: str) -> dict[str, Any]:

@@ -34,9 +34,10 @@ class MoleculeModel(TextModel):
 
     def sample(self, n: int, prompt: str = "", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None, max_tokens: int | None = None, batch_size: int = 256,
-               callback: Callable[[int, int], None] | None = None) -> list[str]:
+               callback: Callable[[int, int], None] | None = None, watermark: Any = None) -> list[str]:
         """``n`` SMILES strings, each the prompt followed by what the model wrote up to ``<eos>``; invalid
-        ones are kept (validity is a property of the model, measured by ``genforge eval``)."""
+        ones are kept (validity is a property of the model, measured by ``genforge eval``). ``watermark``:
+        a ``sampling.watermark.WatermarkSettings`` to mark every token with (``genforge detect`` finds it)."""
         from ..sampling.tokens import sample_sequences
 
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
@@ -47,7 +48,7 @@ class MoleculeModel(TextModel):
             raise GenforgeError(f"the prompt has {len(ids)} tokens and fills the model's {self.context_length}-token "
                                 "context: give a shorter fragment")
         params = self.params(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                             max_tokens=min(room, max_tokens or DEFAULT_MAX_TOKENS))
+                             max_tokens=min(room, max_tokens or DEFAULT_MAX_TOKENS), watermark=watermark)
         seqs = sample_sequences(self.model, ids, n, params, self.codec.eos_id, batch_size=batch_size,
                                 callback=callback)
         head = prompt.strip()

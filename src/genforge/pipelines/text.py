@@ -50,6 +50,24 @@ class TextModel:
         return generate_text(self.model, self.codec, prompt, self.params(**kwargs), eos_id=eos_id(self.codec),
                              slide=slide)
 
+    def answer(self, prompt: str, retrieve: Any, k: int = 4, filters: dict[str, str] | None = None,
+               **kwargs: Any):
+        """Generate with passages retrieved for ``prompt`` from the index ``retrieve`` (a name or an opened
+        index) in front of it; returns a ``pipelines.retrieve.Answer`` with the text, the numbered
+        citations and the grounding check of each sentence."""
+        from .retrieve import Answer, context_budget, ground, retrieve_context
+
+        self.params(**kwargs)  # bad parameters before any retrieval work
+        asked = kwargs.get("max_tokens")
+        budget = context_budget(self.context_length, len(self.codec.encode(prompt)), asked)
+        ctx = retrieve_context(retrieve, prompt, self.codec, budget, k=k, filters=filters)
+        full = ctx.block + prompt
+        if asked is None:  # what fits beside the sources and the prompt (at least the reserve; it may slide on)
+            kwargs["max_tokens"] = max(1, self.context_length - len(self.codec.encode(full)))
+        gen = self.complete(full, **kwargs)
+        supports, method = ground(gen.text, ctx)
+        return Answer(gen.text, ctx.citations, supports, full, gen.finish_reason, method)
+
     def generate(self, prompt: str, **kwargs: Any) -> str:
         """The generated continuation of ``prompt`` (without the prompt)."""
         return self.complete(prompt, **kwargs).text

@@ -6,10 +6,13 @@ likely token, so the result always has at least one finite logit per row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 from ..types import SamplingParams
+from .watermark import apply_watermark, context_rows
 
 _NEG_INF = float("-inf")
 
@@ -90,13 +93,36 @@ def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
 GREEDY_BELOW = 1e-6  # temperatures this small sample as 0 (greedy)
 
 
-def process_logits(logits: Tensor, params: SamplingParams, counts: Tensor | None) -> Tensor:
-    """Apply penalties -> temperature -> top-k -> top-p -> min-p (temperature must be > 0)."""
+def watermark_context(params: SamplingParams, rows: Sequence[Sequence[int]]) -> Tensor | None:
+    """The (R, h) context ids the watermark's green lists depend on (each row's last ``h`` ids: prompt and
+    tokens so far), or None when ``params.watermark`` is off (then nothing is built)."""
+    if params.watermark is None or not rows:
+        return None  # no rows with the watermark on: watermark_logits says what is missing
+    return context_rows(rows, params.watermark.context)
+
+
+def watermark_logits(logits: Tensor, params: SamplingParams, context: Tensor | None) -> Tensor:
+    """``logits`` with the green-list bias of ``params.watermark`` (``watermark.apply_watermark``); as is
+    when it is off."""
+    if params.watermark is None:
+        return logits
+    if context is None:
+        raise ValueError("a watermarked step needs each row's context ids (see watermark_context)")
+    return apply_watermark(logits, context, params.watermark)
+
+
+def process_logits(logits: Tensor, params: SamplingParams, counts: Tensor | None,
+                   context: Tensor | None = None) -> Tensor:
+    """Apply penalties -> watermark -> temperature -> top-k -> top-p -> min-p (temperature must be > 0).
+
+    The watermark's bias goes in before the temperature, as in the paper's reference code (a logits
+    processor ahead of the HF warpers), so a temperature below 1 sharpens the bias too."""
     out = logits.float()
     if counts is not None:
         out = apply_penalties(
             out, counts, params.repetition_penalty, params.frequency_penalty, params.presence_penalty
         )
+    out = watermark_logits(out, params, context)
     out = apply_temperature(out, params.temperature)
     out = top_k_filter(out, params.top_k)
     out = top_p_filter(out, params.top_p)
@@ -104,19 +130,21 @@ def process_logits(logits: Tensor, params: SamplingParams, counts: Tensor | None
 
 
 def sample_next(
-    logits: Tensor, params: SamplingParams, counts: Tensor | None, rng: torch.Generator | None
+    logits: Tensor, params: SamplingParams, counts: Tensor | None, rng: torch.Generator | None,
+    context: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Pick one token per row of ``logits`` (B, V); returns ``(next_ids (B,), logprobs (B,))``.
 
     ``temperature == 0`` (or below ``GREEDY_BELOW``) is greedy: argmax after the penalties (no-ops at
-    their defaults), no randomness used. Otherwise the processors run in the order penalties ->
-    temperature -> top-k -> top-p -> min-p and one token is drawn with
-    ``torch.multinomial(..., generator=rng)``. When ``rng`` lives on another device than the logits (a
-    CPU generator for a GPU model) the draw happens on ``rng``'s device, so a seed gives the same draws
-    for the same probabilities wherever the model runs.
+    their defaults) and the watermark's bias (the paper's greedy variant), no randomness used. Otherwise
+    the processors run in the order penalties -> watermark -> temperature -> top-k -> top-p -> min-p and
+    one token is drawn with ``torch.multinomial(..., generator=rng)``. When ``rng`` lives on another
+    device than the logits (a CPU generator for a GPU model) the draw happens on ``rng``'s device, so a
+    seed gives the same draws for the same probabilities wherever the model runs. ``context`` (B, h) holds
+    each row's last ids, which ``params.watermark`` needs (``watermark_context``); unused without it.
 
     The returned log-probability is that of the chosen token under the model's *raw* distribution
-    (``log_softmax(logits)``, temperature 1, no penalties or filters): what best-of-n reranks on.
+    (``log_softmax(logits)``, temperature 1, no penalties, filters or watermark): what best-of-n reranks on.
     """
     raw = logits.float()
     raw_logprobs = torch.log_softmax(raw, dim=-1)
@@ -127,9 +155,9 @@ def sample_next(
             scored = apply_penalties(
                 raw, counts, params.repetition_penalty, params.frequency_penalty, params.presence_penalty
             )
-        next_ids = torch.argmax(scored, dim=-1)
+        next_ids = torch.argmax(watermark_logits(scored, params, context), dim=-1)
     else:
-        probs = torch.softmax(process_logits(raw, params, counts), dim=-1)
+        probs = torch.softmax(process_logits(raw, params, counts, context), dim=-1)
         if rng is not None and rng.device != probs.device:
             probs = probs.to(rng.device)
         next_ids = torch.multinomial(probs, 1, generator=rng).squeeze(-1).to(raw.device)

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 import torch
 
 from ..types import SamplingParams, StepModel
-from .tokens import ProgressCallback, check_request, feed, make_rng, reorder_rows, sample_tokens, start_rows
+from .tokens import (
+    ProgressCallback,
+    check_request,
+    feed,
+    make_rng,
+    reorder_rows,
+    sample_tokens,
+    start_rows,
+    watermark_context,
+    watermark_logits,
+)
 
 StopAt = Callable[[list[int]], "int | None"]
 
@@ -120,7 +130,8 @@ def beam_hypotheses(
     finished: list[Hypothesis] = []
     for t in range(n):
         with torch.inference_mode():
-            logp = torch.log_softmax(run.last, dim=-1)
+            # with a watermark the beams search the biased distribution (scores and logprobs under it)
+            logp = torch.log_softmax(watermark_logits(run.last, params, watermark_context(params, run.ids)), dim=-1)
             top_vals, top_idx = torch.topk((beam_scores[:, None] + logp).flatten(), min(2 * k, k * vocab))
             parents_t, toks_t = top_idx // vocab, top_idx % vocab
             step_lps = logp[parents_t, toks_t].tolist()
@@ -173,7 +184,10 @@ def beam_search(
     ``num_beams`` highest-scoring prefixes, expand each by every token, keep the best ``num_beams`` of
     the top ``2 * num_beams`` expansions, reordering the model state's rows with ``reorder_state``.
     ``score = sum(logprob) / len ** length_penalty`` under the raw model distribution; temperature,
-    top-k/p, min-p and penalties are ignored, so it is deterministic. Without ``stop_at`` every beam runs
+    top-k/p, min-p and penalties are ignored, so it is deterministic. With ``params.watermark`` the
+    search runs over the watermarked distribution instead (log-softmax of the biased logits, each beam
+    biased after its own previous tokens), the beam-search variant of Kirchenbauer et al. 2023, Sec. 6,
+    which embeds the mark more strongly than sampling does at the same delta. Without ``stop_at`` every beam runs
     ``max_tokens`` tokens. With it, a beam that it reports finished is done (its ids end with the token
     that finished it, its score covers the kept tokens, see ``kept_score``) and the search ends once
     ``num_beams`` beams have finished (early stopping) or at ``max_tokens``.

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..errors import GenforgeError
 from ..types import SamplingParams, State, StepModel
-from .processors import sample_next
+from .processors import sample_next, watermark_context, watermark_logits  # noqa: F401  (search uses the last)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -112,10 +112,15 @@ def penalty_counts(
 
 
 def sample_step(
-    logits: Tensor, params: SamplingParams, counts: Tensor | None, rng: torch.Generator | None
+    logits: Tensor, params: SamplingParams, counts: Tensor | None, rng: torch.Generator | None,
+    history: Sequence[Sequence[int]] = (),
 ) -> tuple[Tensor, Tensor]:
-    """``sample_next`` over (R, V) logits, then count the chosen tokens in ``counts`` (in place)."""
-    tokens, logprobs = sample_next(logits, params, counts, rng)
+    """``sample_next`` over (R, V) logits, then count the chosen tokens in ``counts`` (in place).
+
+    ``history``: each row's ids so far (prompt and tokens), whose last ones seed the watermark's green
+    lists when ``params.watermark`` is on: every path through the loop (streaming, best-of-n, molecules,
+    the server's rows) watermarks each row after its own previous tokens."""
+    tokens, logprobs = sample_next(logits, params, counts, rng, watermark_context(params, history))
     if counts is not None:
         counts[torch.arange(len(tokens), device=counts.device), tokens.to(counts.device)] += 1
     return tokens, logprobs
@@ -212,7 +217,7 @@ def sample_tokens(
         with torch.inference_mode():
             if tokens is not None:
                 feed(model, run, tokens)
-            tokens, logprobs = sample_step(run.last, params, run.counts, rng)
+            tokens, logprobs = sample_step(run.last, params, run.counts, rng, run.ids)
         if callback is not None:
             callback(i + 1, n)
         yield tokens, logprobs

@@ -11,13 +11,14 @@ import signal
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConfigError
-from .routes import chat, completions, embeddings, images, models, molecules, studio
+from .routes import chat, completions, detect, embeddings, images, indexes, models, molecules, studio
 from .schemas import APIError
 from .state import ServerState
 
@@ -35,6 +36,12 @@ class ServeSettings:
     device: str = "cpu"
     sliding_window: bool = False  # True: explicit max_tokens may pass the context (the window slides)
     max_sliding_tokens: int = 4096  # most tokens a request that slides past the context may ask for
+    safety: str | Any | None = None  # --safety: "default", a TOML file or SafetySettings; None: no filters
+    safety_filter: Any = field(default=None, init=False, repr=False, compare=False)  # built from ``safety``
+    retrieve: str | None = None  # an index whose passages every text request gets (genforge_retrieve overrides)
+    watermark: bool = False  # True: every completion and chat reply carries the green-list watermark
+    watermark_settings: str | None = None  # its settings file (default $GENFORGE_HOME/watermark.json); alone:
+    # POST /v1/detect only
 
     def __post_init__(self) -> None:
         for name, flag, low, high in (("max_concurrent", "--max-concurrent", 1, 1 << 20),
@@ -46,6 +53,10 @@ class ServeSettings:
                 raise ConfigError(f"{flag} {value!r} is invalid: allowed an integer from {low} to {high}")
         if not self.models:
             raise ConfigError("no model to serve: give at least one --model")
+        if self.safety is not None:  # a bad settings file is one line now, before any model loads
+            from ..safety.filters import load_filter
+
+            self.safety_filter = load_filter(self.safety)
 
 
 def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
@@ -61,7 +72,8 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
     app = FastAPI(title="genforge", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible API for genforge models.")
     app.state.genforge = state
-    for surface in (models, completions, chat, embeddings, images, molecules, studio):  # a new modality: a module
+    # a new modality: a module
+    for surface in (models, completions, chat, embeddings, images, molecules, indexes, detect, studio):
         app.include_router(surface.router)
     studio.mount(app)
 

@@ -86,7 +86,8 @@ class ChatSession:
     """One conversation with a loaded ``TextModel``: history, system prompt and sampling parameters."""
 
     def __init__(self, tm: Any, system: str | None = None, params: Mapping[str, Any] | None = None,
-                 output: TextIO | None = None, name: str = "model") -> None:
+                 output: TextIO | None = None, name: str = "model", retrieve: Any = None, k: int = 4,
+                 watermark: Any = None, safety: Any = None) -> None:
         self.tm = tm
         self.template: ChatTemplate = template_for(tm.meta)
         self.template.check_codec(tm.codec)
@@ -104,6 +105,14 @@ class ChatSession:
         self.params = parse_params([], {**DEFAULT_PARAMS, **dict(params or {})})
         self._told_dropping = False
         self.turn = 0  # replies since the start or the last /reset: reply k uses seed + k
+        self.watermark = watermark  # a sampling.watermark.WatermarkSettings marking every reply; None = off
+        self.safety = safety  # a safety.filters.SafetyFilter: blocked messages refused, blocked replies cut
+        self.retriever, self.k = None, k  # with an index: each message gets passages in the system message
+        self.sources = ""  # this turn's sources block (never kept in the history)
+        if retrieve is not None:
+            from ..pipelines.retrieve import open_retriever
+
+            self.retriever = open_retriever(retrieve)
 
     # -- output ---------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -113,8 +122,10 @@ class ChatSession:
     # -- state ----------------------------------------------------------------------------------------
     def messages(self, extra: list[dict[str, str]] | None = None,
                  history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        from ..pipelines.retrieve import with_sources
+
         hist = self.history if history is None else history
-        return [{"role": "system", "content": self.system}, *hist, *(extra or [])]
+        return with_sources([{"role": "system", "content": self.system}, *hist, *(extra or [])], self.sources, "")
 
     def render(self, user_text: str) -> str:
         """The prompt the model would get for ``user_text`` with the current history (no trimming)."""
@@ -134,7 +145,16 @@ class ChatSession:
     def send(self, user_text: str) -> str | None:
         """Generate and print a reply to ``user_text``; on success record the exchange and return the reply."""
         self.tm.codec.encode(self.template.neutralise(user_text))  # name a bad character by its place in the message
-        window = self.fit(user_text)
+        if self.safety is not None:
+            from ..safety.filters import refuse_input
+
+            refuse_input(self.safety, [user_text], self.name)
+        ctx = self._retrieve(user_text) if self.retriever is not None else None
+        self.sources = ctx.block if ctx else ""
+        try:
+            window = self.fit(user_text)
+        finally:
+            self.sources = ""
         history = self.history[window.dropped:]
         if window.dropped and not self._told_dropping:
             self.say(f"(the conversation is longer than the model's {self.context}-token context: "
@@ -143,7 +163,11 @@ class ChatSession:
         seed = self.params["seed"]
         params = {**self.params, "max_tokens": window.max_tokens, "seed": None if seed is None else seed + self.turn}
         self.turn += 1
-        pieces = self.tm.stream(window.prompt, stop=self.template.stop_strings(), **params)
+        pieces = self.tm.stream(window.prompt, stop=self.template.stop_strings(), watermark=self.watermark, **params)
+        if self.safety is not None:
+            from ..safety.filters import screened
+
+            pieces = screened(pieces, self.safety, self.name)
         self.out.write(f"{self.name}> ")
         self.out.flush()
         text: list[str] = []
@@ -161,11 +185,32 @@ class ChatSession:
                 self.out.write("\n")
             self.out.flush()
         reply = self.template.clean_reply("".join(text))
+        if ctx is not None:
+            self._show_grounding(reply, ctx)
         if not reply:
             self.say("(the model gave an empty reply; that exchange is not kept)")
             return None
         self.history = history + [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
         return reply
+
+    def _retrieve(self, user_text: str):
+        """The sources block for this message: room is what the system message and the message leave."""
+        from ..pipelines.retrieve import context_budget, retrieve_context
+
+        alone = self.template.render([{"role": "system", "content": self.system},
+                                      {"role": "user", "content": user_text}])
+        budget = context_budget(self.context, len(self.tm.codec.encode(alone)), self.params["max_tokens"])
+        return retrieve_context(self.retriever, user_text, self.tm.codec, budget, k=self.k)
+
+    def _show_grounding(self, reply: str, ctx) -> None:
+        from ..pipelines.retrieve import ground
+        from ..retrieval.context import sources_text
+
+        supports, method = ground(reply, ctx)
+        for s in supports:
+            if s.supported is False:
+                self.say(f"  [unsupported: {s.support:.2f}] {s.sentence}")
+        self.say(sources_text(ctx.citations).rstrip())
 
     # -- commands -------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
@@ -219,11 +264,16 @@ class ChatSession:
 
 def run_chat(model_name: str | Path | Any, system: str | None = None, params: Mapping[str, Any] | None = None,
              input_fn: Callable[[str], str] = input, output: TextIO | None = None,
-             load_kwargs: Mapping[str, Any] | None = None) -> int:
+             load_kwargs: Mapping[str, Any] | None = None, retrieve: Any = None, k: int = 4,
+             watermark: bool = False, watermark_settings: str | Path | None = None, safety: Any = None) -> int:
     """Chat in the terminal until /quit or end of input (Ctrl-D); returns the exit status (0).
 
     ``model_name`` is anything ``genforge.load`` takes (or an already loaded ``TextModel``);
-    ``params`` are sampling parameters over ``DEFAULT_PARAMS``; ``load_kwargs`` go to ``genforge.load``
+    ``params`` are sampling parameters over ``DEFAULT_PARAMS``; ``retrieve`` names an index whose passages
+    (``k`` per message) go into the system message, the reply then followed by its sources and any
+    unsupported sentence; ``watermark`` marks every reply with the green-list watermark of the settings file
+    ``watermark_settings`` (default ``$GENFORGE_HOME/watermark.json``); ``safety`` (a settings file, "default" or
+    a ``SafetyFilter``) refuses blocked messages and cuts blocked replies; ``load_kwargs`` go to ``genforge.load``
     (``device``, ``quantize``). A model that cannot be loaded, or a bad ``system``/``params``, raises
     ``GenforgeError`` before the conversation starts.
     """
@@ -234,12 +284,28 @@ def run_chat(model_name: str | Path | Any, system: str | None = None, params: Ma
         from ..pipelines import load
 
         tm, name = load(model_name, **dict(load_kwargs or {})), Path(str(model_name)).name
-    session = ChatSession(tm, system, params, out, name=name)
+    if watermark_settings and not watermark:
+        raise GenforgeError("--watermark-settings applies with --watermark")
+    wfile = None
+    if watermark:
+        from ..safety.watermark import load_watermark
+
+        wfile = load_watermark(watermark_settings, create=True)
+        wfile.register(tm.codec, name)
+    if safety is not None and not hasattr(safety, "check_input"):  # a settings file or "default"
+        from ..safety.filters import load_filter
+
+        safety = load_filter(safety)
+    session = ChatSession(tm, system, params, out, name=name, retrieve=retrieve, k=k,
+                          watermark=wfile.settings if wfile else None, safety=safety)
     if not tm.meta.get("chat_template"):
         session.say(f"note: {name} is not a chat model (its genforge.json names no chat_template); using the "
                     f"{session.template.name!r} template anyway, expect plain continuation")
     session.say(f"chatting with {name} ({session.context}-token context, {session.template.name!r} template; "
                 f"{format_params(session.params)}). /help for commands, /quit or Ctrl-D to leave.")
+    if wfile is not None:
+        session.say(f"(replies are watermarked: gamma {wfile.settings.gamma:g}, delta {wfile.settings.delta:g}; "
+                    f"settings {wfile.path})")
     if input_fn is input:
         try:
             import readline  # noqa: F401  (line editing and up-arrow history for input())

@@ -10,6 +10,10 @@ pieces (``sampling.tokens``): prefill, penalty counts, ``sample_step`` and the s
 refill, each request with its own parameters and ``torch.Generator``. So a request produces exactly
 the tokens in-process generation produces for the same parameters and seed.
 
+With ``watermark`` (a ``sampling.watermark.WatermarkSettings``) every request that does not carry its
+own watermark is given it: each row's green lists follow that row's own previous tokens, so a batched
+reply carries the same mark as the in-process one (``genforge serve --watermark``).
+
 A row whose request slides (``EngineRequest.slide``; unset: the engine's ``sliding_window``) slides
 like in-process generation does when its state is full (its most recent tokens are re-prefilled from
 position 0) instead of ending. A sampled ``eos_id`` ends its row
@@ -23,7 +27,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -65,7 +70,7 @@ class BatchEngine:
     """Owns a model's batch state and decode thread. ``submit`` is safe from any thread."""
 
     def __init__(self, model: BatchedStepModel, max_batch: int = 16, sliding_window: bool = False,
-                 eos_id: int | None = None) -> None:
+                 eos_id: int | None = None, watermark: Any = None) -> None:
         if not isinstance(model, BatchedStepModel):
             raise GenforgeError(f"a {type(model).__name__} model cannot be served: the server's batching needs "
                                 "put_row, move_row and step_rows (genforge.types.BatchedStepModel)")
@@ -75,6 +80,7 @@ class BatchEngine:
         self.sliding_window = sliding_window
         self.keep = slide_keep(self.context)  # tokens a sliding row keeps when its state is full
         self.eos_id = eos_id
+        self.watermark = watermark  # WatermarkSettings given to requests without their own; None = off
         self.device = model_device(model)
         self._pending: deque[EngineRequest] = deque()
         self._active: list[EngineRequest] = []
@@ -100,6 +106,8 @@ class BatchEngine:
             self._thread.join(timeout)
 
     def submit(self, req: EngineRequest) -> None:
+        if self.watermark is not None and req.params.watermark is None:
+            req.params = replace(req.params, watermark=self.watermark)
         if req.params.seed is not None:
             req.rng.manual_seed(req.params.seed)
         else:
@@ -159,7 +167,7 @@ class BatchEngine:
 
     def _emit(self, req: EngineRequest, logits: torch.Tensor) -> None:
         """Sample the request's next token from (1, V) logits and hand it over."""
-        tok, lp = sample_step(logits, req.params, req.counts, req.rng)
+        tok, lp = sample_step(logits, req.params, req.counts, req.rng, [req.ids])
         t = int(tok[0])
         req.ids.append(t)
         req.generated += 1

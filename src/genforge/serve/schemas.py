@@ -54,6 +54,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class RetrieveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: str = Field(min_length=1, max_length=128, description="an index made with `genforge index add`")
+    k: int = Field(default=4, ge=1, le=20, description="passages to retrieve")
+    filters: dict[str, str] | None = Field(default=None, description="only passages tagged key=value")
+
+
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=256)
@@ -72,9 +79,27 @@ class _Sampling(BaseModel):
     genforge_sliding_window: bool | None = Field(default=None, description=(
         "genforge: an explicit max_tokens may pass the model's context, generation then slides the window "
         "(re-reads its most recent tokens); null: the server's --sliding-window setting"))
+    genforge_retrieve: str | RetrieveOptions | Literal[False] | None = Field(default=None, description=(
+        "genforge: passages from this index (a name, or {index, k, filters}) enter the prompt, delimited; the "
+        "response carries genforge_citations and genforge_grounding; false: none (null: the server's --retrieve)"))
 
     _numbers = field_validator("max_tokens", "temperature", "top_p", "n", "seed", "presence_penalty",
                                "frequency_penalty", mode="before")(_not_a_bool)
+
+    @field_validator("genforge_retrieve", mode="before")
+    @classmethod
+    def _retrieve(cls, value):
+        """One clear message instead of one per member of the union."""
+        if value is None or value is False or isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            try:
+                return RetrieveOptions.model_validate(value)
+            except ValueError as e:
+                err = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+                where = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"{where + ': ' if where else ''}{err['msg']}") from None
+        raise ValueError("must be an index name, an object {index, k, filters}, or false")
 
     def sampling_params(self) -> SamplingParams:
         """The request's ``SamplingParams`` (max_tokens 1 when omitted: the context fit decides it later).

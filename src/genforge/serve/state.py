@@ -17,6 +17,7 @@ from ..codecs.chat_template import ChatTemplate, template_for
 from ..errors import GenforgeError
 from ..sampling.text import eos_id
 from .engine import BatchEngine
+from .grounded import Indexes
 from .schemas import APIError
 
 if TYPE_CHECKING:
@@ -83,12 +84,17 @@ class ServerState:
     loaded: dict[str, Any] | None = None  # spec or served name -> an already loaded model
     models: dict[str, Served] = field(default_factory=dict)
     inflight: int = 0  # generation requests admitted and not yet finished
+    indexes: Indexes = field(default_factory=Indexes)  # retrieval indexes, opened once
+    watermark: Any = None  # the watermark's settings file (safety.watermark.WatermarkFile): POST /v1/detect
 
     def start(self) -> None:
         """Load what is not loaded yet and start one batch engine per model (once; ``GenforgeError`` if a
         model cannot be served)."""
         if self.models:
             return
+        if self.settings.retrieve:  # a missing index: one line before the server listens
+            self.indexes.get(self.settings.retrieve)
+        mark = self._watermark()
         served = {}
         for name, tm in load_models(self.settings, self.loaded).items():
             modality = getattr(tm, "modality", "text")
@@ -96,12 +102,23 @@ class ServerState:
                 raise GenforgeError(f"{name} is an {modality} model: genforge serve serves "
                                     f"{', '.join(SERVED_MODALITIES)} models so far")
             engine = None if modality not in TOKEN_MODALITIES else \
-                BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec))
+                BatchEngine(tm.model, self.settings.max_batch, self.settings.sliding_window, eos_id(tm.codec), mark)
+            if mark is not None and engine is not None:
+                self.watermark.register(tm.codec, name)  # detection through this codec is then allowed
             served[name] = Served(name, tm, engine, modality, bool(tm.meta.get("chat_template")), Served.check(tm))
         for m in served.values():  # only once every model can be served
             if m.engine is not None:
                 m.engine.start()
         self.models = served
+
+    def _watermark(self) -> Any:
+        """Open the watermark's settings file (made on first use with --watermark); the settings every reply
+        is marked with, or None."""
+        if self.settings.watermark or self.settings.watermark_settings:
+            from ..safety.watermark import load_watermark
+
+            self.watermark = load_watermark(self.settings.watermark_settings, create=self.settings.watermark)
+        return self.watermark.settings if self.settings.watermark else None
 
     def close(self) -> None:
         for m in self.models.values():

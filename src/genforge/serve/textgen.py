@@ -11,8 +11,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -63,6 +63,7 @@ class TextJob:
     echo: str = ""  # put before the text of each whole (not streamed) choice
     slide: bool = False  # past the context the window slides (see engine.EngineRequest.slide)
     extra: dict[str, Any] = field(default_factory=dict)  # genforge fields of the response / first chunk
+    finish: Callable[[list[str]], dict[str, Any]] | None = None  # the texts -> fields of the response / last chunk
 
 
 async def respond(request: Request, state: ServerState, surface: TextSurface, job: TextJob):
@@ -85,6 +86,7 @@ async def respond(request: Request, state: ServerState, surface: TextSurface, jo
     if job.stream:
         return StreamingResponse(_sse(state, surface, job, run, head(surface.chunk_object)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    gate = OutputGate(state, job, run)
     try:
         texts, reasons = [""] * job.n, [None] * job.n
         tokens: list[list[Token]] = [[] for _ in range(job.n)]
@@ -93,6 +95,8 @@ async def respond(request: Request, state: ServerState, surface: TextSurface, jo
                 return JSONResponse({}, status_code=499)  # the client went away
             if ev.error is not None:
                 raise APIError(500, f"generation failed: {ev.error}", None, None, "server_error")
+            if (ev := gate(ev)) is None:
+                continue
             texts[ev.index] += ev.text
             tokens[ev.index].extend(ev.tokens)
             if ev.finish_reason:
@@ -104,8 +108,9 @@ async def respond(request: Request, state: ServerState, surface: TextSurface, jo
     choices = [surface.choice(i, job.echo + texts[i],
                               surface.logprobs(codec, tokens[i], job.top_logprobs) if job.logprobs else None,
                               reasons[i]) for i in range(job.n)]
+    done = await asyncio.to_thread(job.finish, texts) if job.finish else {}
     return {**head(surface.object), "choices": choices, "usage": _usage(run),
-            "system_fingerprint": None, **job.extra}
+            "system_fingerprint": None, **job.extra, **done}
 
 
 async def _events_while_connected(request: Request, run: GenerationRun) -> AsyncIterator[Event | None]:
@@ -140,20 +145,67 @@ async def _sse(state: ServerState, surface: TextSurface, job: TextJob, run: Gene
         opening = surface.opening(job.n)
         if opening or job.extra:
             yield chunk(opening, extra=job.extra)
+        texts, failed, gate = [""] * job.n, False, OutputGate(state, job, run)
         async for ev in run.events():
             if ev.error is not None:
                 err = APIError(500, f"generation failed: {ev.error}", None, None, "server_error")
                 yield f"data: {json.dumps(err.body())}\n\n"
+                failed = True
                 break
+            if (ev := gate(ev)) is None:
+                continue
+            texts[ev.index] += ev.text
             lp = surface.logprobs(job.model.tm.codec, ev.tokens, job.top_logprobs) \
                 if job.logprobs and ev.tokens else None
             yield chunk([surface.delta(ev, lp)])
+        if job.finish and not failed:  # after the last token: what the whole texts tell (grounding)
+            yield chunk([], extra=await asyncio.to_thread(job.finish, texts))
         if job.include_usage:
             yield chunk([], _usage(run))
         yield "data: [DONE]\n\n"
     finally:  # normal end, error, or the client went away: free the rows either way
         run.cancel()
         state.inflight -= 1
+
+
+def check_input(state: ServerState, m: Served, texts: list[str], param: str) -> None:
+    """Refuse, before any work, a request whose text the server's safety filter (``--safety``) blocks: a 400
+    ``content_policy_violation`` naming ``param``, with the configured refusal message."""
+    f = state.settings.safety_filter
+    if f is None or m.modality != "text":
+        return
+    from ..safety.filters import ClassifierError
+
+    try:
+        hit = f.check_input(texts, m.name)
+    except ClassifierError as e:
+        raise APIError(500, str(e), None, None, "server_error") from None
+    if hit is not None:
+        raise APIError(400, f.settings.refusal_message, param, "content_policy_violation")
+
+
+class OutputGate:
+    """The safety filter's output guard, one per choice: text a blocked span may still need is held back, a
+    choice is cut before a blocked span (``finish_reason`` "content_filter", its row freed) and the rest of it
+    dropped. Whole and streamed responses pass the same events through it. Without ``--safety``: a no-op."""
+
+    def __init__(self, state: ServerState, job: TextJob, run: GenerationRun) -> None:
+        f = state.settings.safety_filter
+        self.run = run
+        self.guards = [f.guard(job.model.name) for _ in range(job.n)] \
+            if f is not None and job.model.modality == "text" else None
+
+    def __call__(self, ev: Event) -> Event | None:
+        if self.guards is None or ev.error is not None:
+            return ev
+        guard = self.guards[ev.index]
+        if guard.hit is not None:
+            return None  # the end of a choice that was cut (its row is already cancelled)
+        text, tokens, hit = guard.push(ev.text, ev.tokens, final=ev.finish_reason is not None)
+        if hit is not None:
+            self.run.choices[ev.index].request.cancel()
+            return replace(ev, text=text, tokens=tokens, finish_reason="content_filter")
+        return replace(ev, text=text, tokens=tokens) if text or tokens or ev.finish_reason else None  # all held
 
 
 def _usage(run: GenerationRun) -> dict:

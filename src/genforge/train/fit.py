@@ -30,6 +30,7 @@ from ..checkpoint import (
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError, GenforgeError
 from ..registry import TASKS
+from ..safety.model_card import CARD_FILE, card_markdown
 from . import runtime as rtm
 from .metrics import MetricsLog, plot_losses
 from .optim import lr_at, set_lr
@@ -169,8 +170,9 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                             "nonfinite_steps": bad_total, "world_size": rt.world_size,
                             "device": str(rt.device), "precision": str(rt.amp_dtype or "fp32")},
             }
+            card = card_markdown(meta_out, out.name).encode("utf-8")  # every checkpoint carries its model card
             path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", model_tensors(raw), meta_out, trainer,
-                                   extra_files=task.checkpoint_files() or None)
+                                   extra_files={**(task.checkpoint_files() or {}), CARD_FILE: card})
             prune_checkpoints(out, tc.keep_checkpoints)
             return path
 

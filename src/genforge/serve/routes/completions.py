@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from ...errors import GenforgeError
 from ...types import Codec
 from ..context_fit import ContextLengthError, fit_max_tokens
+from ..grounded import citations_extra, grounding_finish, request_context
 from ..schemas import APIError, ChatRequest, CompletionRequest
 from ..state import Served, Server
-from ..textgen import TextJob, TextSurface, Token, respond
+from ..textgen import TextJob, TextSurface, Token, check_input, respond
 
 router = APIRouter()
 
@@ -68,6 +69,7 @@ async def completions(request: Request, req: CompletionRequest, state: Server):
             raise APIError(400, "a list prompt must hold exactly one string here; send one request per prompt",
                            "prompt")
         prompt = prompt[0]
+    check_input(state, m, [prompt], "prompt")  # --safety: a blocked prompt is refused before any work
     surface, asked = Completions(), req.max_tokens
     if m.modality == "molecule":  # a SMILES fragment ("" = from scratch); choices carry their scores
         from .molecules import MoleculeCompletions, default_max_tokens, molecule_prompt
@@ -77,6 +79,9 @@ async def completions(request: Request, req: CompletionRequest, state: Server):
         asked = default_max_tokens(m, len(ids)) if asked is None else asked
     else:
         ids = encode(m, prompt, "prompt")
+    ctx = await request_context(state.indexes, m, req, state.settings.retrieve, prompt, len(ids))
+    if ctx is not None:  # the sources block before the prompt (echo still shows the prompt alone)
+        ids = encode(m, ctx.block + prompt, "prompt")
     slide = sliding(req, m, state.settings.max_sliding_tokens)
     try:
         max_tokens = fit_max_tokens(len(ids), m.context_length, asked, slide=slide)
@@ -84,5 +89,6 @@ async def completions(request: Request, req: CompletionRequest, state: Server):
         raise context_error(e) from None
     job = TextJob(m, ids, replace(params, max_tokens=max_tokens), req.n, params.stop, req.stream,
                   bool(req.stream_options and req.stream_options.include_usage), req.logprobs is not None,
-                  req.logprobs or 0, prompt if req.echo else "", slide=slide)
+                  req.logprobs or 0, prompt if req.echo else "", slide=slide, extra=citations_extra(ctx),
+                  finish=grounding_finish(ctx))
     return await respond(request, state, surface, job)

@@ -214,6 +214,8 @@ async function streamRequest(url, body, { signal, pick, onPiece }) {
     }
     if (msg && msg.usage) r.usage = msg.usage;
     if (msg && msg.genforge_context) r.context = msg.genforge_context; // what the server fitted (chat)
+    if (msg && msg.genforge_citations) r.citations = msg.genforge_citations; // retrieval: the numbered sources
+    if (msg && msg.genforge_grounding) r.grounding = msg.genforge_grounding[0]; // each sentence's support
   };
   try {
     const res = await fetch(url, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
@@ -670,6 +672,8 @@ async function sendChat() {
   // (never the system prompt) and says how many; an empty max tokens then means "what fits", and a larger
   // one slides the window past the context (genforge_sliding_window).
   const body = { model, messages, ...params, stream: true, genforge_fit_context: true, genforge_sliding_window: true };
+  const sources = $("chat-sources").value; // "" = none, also when the server retrieves by default
+  body.genforge_retrieve = sources ? { index: sources, k: 4 } : false;
   const r = await streamRequest("v1/chat/completions", body, {
     signal: controller.signal,
     pick: (ch) => (ch.delta ? ch.delta.content : ch.message ? ch.message.content : undefined),
@@ -703,10 +707,69 @@ async function sendChat() {
     } else if (r.finish === "aborted") reply.body.textContent = "(stopped before any text)";
     else reply.body.textContent = "(empty reply)";
     reply.msg.dataset.finish = r.finish || "";
+    if (r.citations) showGrounding(reply, content, r.citations, r.grounding);
   }
   $("chat-stats").textContent = r.error ? "" : statsLine(r);
   if (!r.error && r.context) showContextNote(sent, r.context, params.max_tokens);
   if (document.activeElement === document.body || document.activeElement === $("chat-send")) input.focus();
+}
+
+// Retrieval: mark each sentence with the source that supports it ([n]) or as unsupported, and list the sources.
+function showGrounding(reply, content, citations, grounding) {
+  const body = reply.body;
+  body.textContent = "";
+  let at = 0;
+  for (const s of (grounding && grounding.sentences) || []) {
+    body.append(document.createTextNode(content.slice(at, s.end)));
+    at = s.end;
+    if (s.supported === true && s.citation) {
+      const sup = document.createElement("sup");
+      sup.className = "cite";
+      sup.textContent = `[${s.citation}]`;
+      sup.title = `support ${Number(s.support).toFixed(2)}`;
+      body.append(sup);
+    } else if (s.supported === false) {
+      const last = body.lastChild;
+      const mark = document.createElement("mark");
+      mark.className = "unsupported";
+      mark.dataset.testid = "unsupported";
+      mark.title = `Not supported by the sources (support ${Number(s.support).toFixed(2)})`;
+      mark.textContent = content.slice(s.start, s.end);
+      last.data = last.data.slice(0, last.data.length - (s.end - s.start));
+      body.append(mark);
+    }
+  }
+  body.append(document.createTextNode(content.slice(at)));
+  const list = document.createElement("ol");
+  list.className = "sources";
+  list.dataset.testid = "sources";
+  for (const c of citations) {
+    const li = document.createElement("li");
+    li.value = c.number;
+    const file = String(c.source).split("/").pop();
+    li.textContent = c.title && c.title !== c.source && c.title !== file ? `${c.title} (${file})` : file;
+    li.title = `${c.source}\n\n${c.text}`; // the whole path and the passage as the model saw it
+    list.append(li);
+  }
+  reply.msg.append(list);
+}
+
+async function loadIndexes() {
+  try {
+    const res = await fetch("v1/indexes", { headers: headers() });
+    if (!res.ok) return;
+    const data = await res.json();
+    const select = $("chat-sources");
+    for (const ix of data.data || []) {
+      const opt = document.createElement("option");
+      opt.value = ix.name;
+      opt.textContent = `${ix.name}${Number.isFinite(ix.chunks) ? ` (${ix.chunks} passages)` : ""}`;
+      select.append(opt);
+    }
+    if (data.default) select.value = data.default;
+  } catch {
+    // no retrieval on this server: the menu keeps "None"
+  }
 }
 
 // Grey out the messages the server left out of the model's context, and say so.
@@ -785,6 +848,7 @@ function main() {
   images = setupImages({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   molecules = setupMolecules({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   loadModels();
+  loadIndexes();
 }
 
 main();

@@ -1,0 +1,1 @@
+"""Safeguards: watermark embedding and detection, safety filters, bias probes, model cards."""
