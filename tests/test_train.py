@@ -106,7 +106,8 @@ def test_fit_writes_metrics_plot_and_checkpoints(trained: Path) -> None:
     ckpts = list_checkpoints(trained)
     assert [p.name for p in ckpts] == ["step-00000040", "step-00000060"]  # keep_checkpoints=2
     for ck in ckpts:
-        assert {p.name for p in ck.iterdir()} == {"genforge.json", "model.safetensors", "trainer.safetensors"}
+        assert {p.name for p in ck.iterdir()} == {"genforge.json", "model.safetensors", "trainer.safetensors",
+                                                  "MODEL_CARD.md"}
         meta = read_meta(ck)
         for name, digest in meta["files"].items():  # the recorded hashes are the files' hashes
             assert hashlib.sha256((ck / name).read_bytes()).hexdigest() == digest
