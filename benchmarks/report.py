@@ -20,7 +20,9 @@ from pathlib import Path
 
 import report_format as fmt  # noqa: E402  (the script's own folder is on sys.path)
 import report_molecules as mol  # noqa: E402
+import report_music as mus  # noqa: E402
 import report_safety as safe  # noqa: E402
+from report_format import markers, render  # noqa: E402,F401  (tests use report.markers)
 
 ROOT, RESULTS = fmt.ROOT, fmt.RESULTS
 README = "README.md"
@@ -340,7 +342,7 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}")
+    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}\n{mus.bundled_line()}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
@@ -424,29 +426,16 @@ def dialogue_section() -> str:
 # --- files and sections -------------------------------------------------------------------------------
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     README: {"results": results_section, "nanogpt": nanogpt_section, "speed": speed_section,
-             "bundled": bundled_section, "molecules": mol.molecules_section, "safeguards": safe.safeguards_section},
+             "bundled": bundled_section, "molecules": mol.molecules_section, "music": mus.music_section,
+             "speech": mus.speech_section,
+             "safeguards": safe.safeguards_section},
     mol.CARD: {"card": mol.card_section, "safeguards": lambda: safe.card_section(mol.NAME)},
+    mus.CARD: {"card": mus.card_section},
     CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char"),
                                 "safeguards": lambda: safe.card_section("shakespeare-char")},
     CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section,
                                 "safeguards": lambda: safe.card_section("shakespeare-chat")},
 }
-
-
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def render(text: str, sections: dict[str, str], where: str = "file") -> str:
-    """``text`` with each section's markers' content replaced (every section must have its markers)."""
-    for name, body in sections.items():
-        start, end = markers(name)
-        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-            raise SystemExit(f"{where} needs exactly one {start} ... {end} pair")
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{body}\n{end}{tail}"
-    return text
 
 
 def expected() -> dict[str, dict[str, str]]:

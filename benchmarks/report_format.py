@@ -64,3 +64,19 @@ def num(x: float) -> str:
 
 def commit(c: str | None) -> str:
     return c[:7] if c else "unknown commit"
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def render(text: str, sections: dict[str, str], where: str = "file") -> str:
+    """``text`` with each section's markers' content replaced (every section must have its markers)."""
+    for name, body in sections.items():
+        start, end = markers(name)
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise SystemExit(f"{where} needs exactly one {start} ... {end} pair")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    return text

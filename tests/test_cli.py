@@ -152,6 +152,14 @@ def test_bundled_model_loads_by_name_and_generates(name: str, home: Path) -> Non
         mols = tm.sample(4, prompt="c1ccccc1", seed=7, max_tokens=24)
         assert mols == tm.sample(4, prompt="c1ccccc1", seed=7, max_tokens=24)
         assert all(m.startswith("c1ccccc1") and "\n" not in m for m in mols)
+    elif tm.modality == "music":  # a short piece under the conditions asked for, reproducible by seed
+        d = tm.compose(1, key="G major", seconds=5, seed=7)[0]
+        assert d.piece.notes.tolist() == tm.compose(1, key="G major", seconds=5, seed=7)[0].piece.notes.tolist()
+        assert d.piece.key == "G major" and len(d.piece.notes) > 0
+    elif tm.modality == "speech":  # a word as audio, reproducible by seed
+        images, audio = tm.speak("seven", n=1, seed=7, steps=4)
+        again, _ = tm.speak("seven", n=1, seed=7, steps=4)
+        assert (images == again).all() and len(audio[0]) > 0.3 * 22_050
     else:
         prompt = tm.codec.decode(tm.codec.encode("The "))
         a = tm.generate(prompt, max_tokens=24, seed=7)

@@ -36,6 +36,34 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 # ------------------------------------------------------------------------------------ fixtures
+def studio_page(base: str, tab: str, ready: str, tmp_path: Path, shot_name: str,
+                viewport: tuple[int, int] = (1200, 1000)) -> Iterator[Studio]:
+    """A fixture body: headless Chromium on ``base/#tab``, once ``ready`` (a selector) is attached; after
+    the test, a full-page screenshot (kept in ``GENFORGE_STUDIO_SHOTS`` when set) and no page errors or
+    requests to other hosts."""
+    import shutil
+
+    pw = sync_api.sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    s = Studio(page, base)
+    try:
+        page.goto(f"{base}/#{tab}")
+        page.wait_for_selector(ready, state="attached")
+        yield s
+        shot = tmp_path / f"{tab}-tab.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 0
+        shots = os.environ.get("GENFORGE_STUDIO_SHOTS")
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(shots) / f"{shot_name}.png")
+        assert s.page_errors == [] and s.foreign == []
+    finally:
+        browser.close()
+        pw.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +149,8 @@ class Studio:
         page.on("request", self._request)
 
     def _request(self, req: Any) -> None:
-        if not (req.url.startswith(self.base + "/") or req.url.startswith("data:")):
+        own = (self.base + "/", "blob:" + self.base + "/", "data:")  # blob: URLs the page made itself
+        if not req.url.startswith(own):
             self.foreign.append(req.url)
 
     def open(self, path: str = "/") -> None:

@@ -7,12 +7,11 @@ class it drew, stop on request, and show a server error in its error box. Set
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from test_diffusion_task import image_folder, recipe
-from test_studio_browser import CHROMIUM_ARGS, Studio, start_serve, sync_api  # skips without Chromium
+from test_studio_browser import Studio, start_serve, studio_page  # skips without Chromium
 
 from genforge.train.fit import fit
 
@@ -31,23 +30,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
 
 @pytest.fixture()
-def studio(server):
-    pw = sync_api.sync_playwright().start()
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    s = Studio(page, server[0])
-    try:
-        s.page.goto(server[0] + "/#images")
-        s.page.wait_for_selector(f"#image-model option[value='{server[1]}']", state="attached")
-        yield s
-        shots = os.environ.get("GENFORGE_STUDIO_SHOTS")
-        if shots:
-            Path(shots).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(shots) / "images-tab.png"), full_page=True)
-        assert s.page_errors == [] and s.foreign == []
-    finally:
-        browser.close()
-        pw.stop()
+def studio(server, tmp_path: Path, request: pytest.FixtureRequest):
+    yield from studio_page(server[0], "images", f"#image-model option[value='{server[1]}']", tmp_path,
+                           request.node.name, viewport=(1100, 900))
 
 
 def pictures(studio: Studio) -> int:

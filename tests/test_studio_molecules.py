@@ -8,13 +8,11 @@ to its tmp_path (and to ``GENFORGE_STUDIO_SHOTS`` when set).
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from test_serve_molecules import train_molecule_model
-from test_studio_browser import CHROMIUM_ARGS, Studio, start_serve, sync_api  # skips without Chromium
+from test_studio_browser import Studio, start_serve, studio_page  # skips without Chromium
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -30,25 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
 @pytest.fixture()
 def studio(server, tmp_path: Path, request: pytest.FixtureRequest):
-    pw = sync_api.sync_playwright().start()
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1200, "height": 1000})
-    s = Studio(page, server[0])
-    try:
-        s.page.goto(server[0] + "/#molecules")
-        s.page.wait_for_selector(f"#molecule-model option[value='{server[1]}']", state="attached")
-        yield s
-        shot = tmp_path / "molecules-tab.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 0
-        shots = os.environ.get("GENFORGE_STUDIO_SHOTS")
-        if shots:
-            Path(shots).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(shots) / f"{request.node.name}.png")
-        assert s.page_errors == [] and s.foreign == []
-    finally:
-        browser.close()
-        pw.stop()
+    yield from studio_page(server[0], "molecules", f"#molecule-model option[value='{server[1]}']", tmp_path,
+                           request.node.name)
 
 
 def cards(studio: Studio) -> int:

@@ -6,12 +6,10 @@ grounding report says; choosing "None" sends ``genforge_retrieve: false`` and th
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from test_studio_browser import CHROMIUM_ARGS, Studio, start_serve, sync_api  # skips without Chromium
+from test_studio_browser import Studio, start_serve, studio_page  # skips without Chromium
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -36,24 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
 @pytest.fixture()
 def studio(server: str, tmp_path: Path, request: pytest.FixtureRequest):
-    pw = sync_api.sync_playwright().start()
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1200, "height": 1000})
-    s = Studio(page, server)
-    try:
-        page.goto(server + "/#chat")
-        page.wait_for_selector("#chat-sources option[value='facts']", state="attached")
-        yield s
-        shot = tmp_path / "chat-sources.png"
-        page.screenshot(path=str(shot), full_page=True)
-        shots = os.environ.get("GENFORGE_STUDIO_SHOTS")
-        if shots:
-            Path(shots).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(shots) / f"{request.node.name}.png")
-        assert s.page_errors == [] and s.foreign == []
-    finally:
-        browser.close()
-        pw.stop()
+    yield from studio_page(server, "chat", "#chat-sources option[value='facts']", tmp_path, request.node.name)
 
 
 def send(studio: Studio, text: str) -> None:

@@ -63,6 +63,8 @@ def _generate(args: argparse.Namespace) -> int:
                             f"{', '.join(GENERATORS)} so far")
     if args.retrieve and modality != "text":
         raise GenforgeError(f"--retrieve applies to text models; {args.model} is a {modality} model")
+    if modality != "music":
+        _refuse_flags(args, ("style", "key", "meter", "prompt_file", "seconds"), "music")
     from .cli_safety import watermarked
 
     return watermarked(GENERATORS[modality], pipeline, args, params)  # --watermark: marked and recorded
@@ -163,8 +165,20 @@ def _generate_molecules(mm, args: argparse.Namespace, params: dict) -> int:
 
 
 IMAGE_FLAGS = ("n", "class_", "steps", "sampler", "guidance", "truncation")
+def _generate_music(mm, args: argparse.Namespace, params: dict) -> int:
+    from .cli_music import generate_music
+
+    return generate_music(mm, args, params)
+
+
+def _generate_speech(sm, args: argparse.Namespace, params: dict) -> int:
+    from .cli_speech import generate_speech
+
+    return generate_speech(sm, args, params)
+
+
 GENERATORS = {"text": _generate_text, "image": _generate_image,  # a pipeline's modality -> how `generate` writes
-              "molecule": _generate_molecules}
+              "molecule": _generate_molecules, "music": _generate_music, "speech": _generate_speech}
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -194,7 +208,7 @@ def _export(args: argparse.Namespace) -> int:
         from .checkpoint import read_meta
         from .safety.model_card import card_markdown
 
-        card = card_markdown(read_meta(src), Path(args.out).name)
+        card = card_markdown({**read_meta(src), "weights_dtype": args.dtype}, Path(args.out).name)
     extra = {"chat_template": args.chat_template} if args.chat_template else None
     out = export_model(src, args.out, args.dtype, card, extra)
     print(f"exported {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
@@ -242,9 +256,17 @@ def _eval(args: argparse.Namespace) -> int:
         from .cli_molecules import eval_molecules
 
         return eval_molecules(tm, args)
+    if getattr(tm, "modality", "text") == "music":
+        from .cli_music import eval_music
+
+        return eval_music(tm, args)
+    if getattr(tm, "modality", "text") == "speech":
+        from .cli_speech import eval_speech
+
+        return eval_speech(tm, args)
     if getattr(tm, "modality", "text") != "text":
-        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text, image and "
-                            "molecule models")
+        raise GenforgeError(f"{args.model} is an {tm.modality} model: genforge eval measures text, image, "
+                            "molecule, music and speech models")
     if args.corpus is None:
         raise GenforgeError("--corpus is required for a text model: a text file, glob or folder to measure on")
     text = read_corpus(args.corpus)
@@ -301,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="TOML recipe, e.g. configs/rl-celecoxib.toml")
     r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
 
-    g = sub.add_parser("generate", help="generate text (streaming) or images (PNG files) from a model")
+    g = sub.add_parser("generate", help="generate text (streaming), images, molecules, music or speech (files) "
+                       "from a model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, model folder or run folder")
-    g.add_argument("--prompt", default=None, help="text to continue (default: 'MACBETH.\\n')")
+    g.add_argument("--prompt", default=None, help="text to continue (default: 'MACBETH.\\n'); image models: what to "
+                   "draw; speech models: the word to say (default: every word it knows)")
     _sampling_flags(g, GENERATE_FLAGS)
     add_watermark_flags(g, "text and molecule models' tokens")
     g.add_argument("--safety", default=None, metavar="FILE", help="text models: refuse a blocked prompt and cut "
@@ -331,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="diffusion: classifier-free guidance scale (default 2; 1 = none)")
     images.add_argument("--truncation", type=float, default=None,
                         help="GAN: redraw noise beyond this (the truncation trick; default: the recipe's)")
+    music = g.add_argument_group("music models (--n pieces, default 1; --out: a folder of .mid, .wav and .png)")
+    music.add_argument("--style", default=None, help="e.g. chorale (default: the model's first style)")
+    music.add_argument("--key", default=None, help="e.g. 'G major', 'F# minor' (default: the model chooses)")
+    music.add_argument("--meter", default=None, help="e.g. 3/4 (default: the model chooses)")
+    music.add_argument("--prompt-file", default=None, help="a MIDI, MusicXML or ABC melody to continue")
+    music.add_argument("--seconds", type=float, default=None, help="length of each piece (default 30)")
 
     sub.add_parser("models", help="list bundled and local models")
 
@@ -376,15 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="perplexity of a text model on a corpus; FD-FMNIST of an image model; MOSES "
                        "metrics of a molecule model")
     e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--corpus", default=None, help="text models: text file, glob or folder")
+    e.add_argument("--corpus", default=None, help="text models: text file, glob or folder; music models: the "
+                   "corpus whose held-out pieces to measure on (default: the one the model was trained on)")
     e.add_argument("--quantize", choices=["int8"], default=None)
     e.add_argument("--n", type=int, default=None,
-                   help="image / molecule models: samples to measure (default 10000 / 30000)")
+                   help="image / molecule / music models: samples to measure (default 10000 / 30000 / 200)")
     e.add_argument("--steps", type=int, default=None, help="image models: sampler steps (default 25)")
     e.add_argument("--sampler", default=None, help="image models: ddpm, ddim, heun or dpmpp_2m (default)")
     e.add_argument("--guidance", type=float, default=None, help="image models: guidance (default 2)")
-    e.add_argument("--seed", type=int, default=0, help="image models: seed of the first sample (default 0)")
-    e.add_argument("--json", default=None, help="image and molecule models: also write the figures to this JSON file")
+    e.add_argument("--seed", type=int, default=0, help="image and music models: seed of the first sample (default 0)")
+    e.add_argument("--json", default=None,
+                   help="image, molecule and music models: also write the figures to this JSON file")
     e.add_argument("--plot", default=None,
                    help="molecule models: a PNG of logP, SA, QED and weight against the test set")
     e.add_argument("--bias", action="store_true", help="text models: counterfactual bias probes (sentiment and "

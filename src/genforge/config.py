@@ -125,10 +125,12 @@ class CodecConfig:
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = "shakespeare"  # "shakespeare", a text file, a glob ("notes/*.txt") or a folder; SMILES
-    # codec: "moses" (the MOSES training split), a .smi or .csv file
+    # codec: "moses" (the MOSES training split), a .smi or .csv file; music codec: "bach-chorales", "folk",
+    # a MIDI/MusicXML/ABC file or a folder of them
     val_fraction: float = 0.1  # the last fraction of tokens is the validation split
     column: str = "smiles"  # SMILES codec, .csv corpora: the column holding the SMILES (case-insensitive)
-    augment: int = 0  # SMILES codec: randomized SMILES added per molecule (data augmentation); 0 = off
+    augment: int = 0  # SMILES codec: randomized SMILES added per molecule; music codec: transposed copies of
+    # each training piece (+1, -1, +2, ... semitones; at most 11); 0 = off
 
     def __post_init__(self) -> None:
         if not 0 <= self.augment <= 100:

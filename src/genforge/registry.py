@@ -62,6 +62,7 @@ CODECS = Registry("codec", {
     "char": "genforge.codecs.char:CharCodec",
     "bpe": "genforge.codecs.bpe:BPECodec",
     "smiles": "genforge.codecs.smiles:SmilesCodec",
+    "music": "genforge.codecs.music:MusicCodec",
 })
 TASKS = Registry("task", {
     "lm": "genforge.train.tasks.lm:LanguageModelTask",
@@ -73,4 +74,6 @@ PIPELINES = Registry("pipeline", {
     "text": "genforge.pipelines.text:TextModel",
     "image": "genforge.pipelines.image:ImageModel",
     "molecule": "genforge.pipelines.molecule:MoleculeModel",
+    "music": "genforge.pipelines.music:MusicModel",
+    "speech": "genforge.pipelines.speech:SpeechModel",
 })

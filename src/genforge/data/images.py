@@ -39,7 +39,13 @@ def class_descriptions(classes: Sequence[str]) -> list[str]:
     class names themselves (an image folder's subfolder names)."""
     return list(FASHION_MNIST_DESCRIPTIONS) if list(classes) == FASHION_MNIST_CLASSES else list(classes)
 FASHION_MNIST_ENV = "GENFORGE_FASHION_MNIST"
-BUILTIN = ("fashion-mnist", "mnist-digits")
+BUILTIN = ("fashion-mnist", "mnist-digits", "spoken-words")
+PIPELINES = {"spoken-words": "speech"}  # data whose models a pipeline other than "image" serves
+
+
+def pipeline_of(spec: str) -> str:
+    """The pipeline that serves a model trained on ``spec`` ("spoken-words:20" is spoken words too)."""
+    return PIPELINES.get(str(spec).split(":")[0], "image")
 SPLITS = ("train", "test")
 HOLDOUT = 0.1  # the share of each class that a folder's (or the digits') "test" split holds out
 
@@ -400,6 +406,18 @@ def load_images(spec: str | Path, split: str = "train", size: int = 28, channels
         full = load_mnist_digits()
         part = replace(full.subset(split_indices(full.labels, split)), source=f"mnist-digits {split}")
         return _conform(part, size, channels)
+    if isinstance(spec, str) and spec.split(":")[0] == "spoken-words":  # log-mel spectrograms of spoken words;
+        import torch  # "spoken-words:N": N clips a word for training (a third as many held out)
+
+        from .speech import load_spoken_words
+
+        per_word = spec.split(":", 1)[1] if ":" in spec else ""
+        if per_word and not (per_word.isdigit() and 3 <= int(per_word) <= 1000):
+            raise DataError(f"image data {spec!r}: after 'spoken-words:' give the clips a word, 3 .. 1000")
+        n = int(per_word) if per_word else None
+        images, labels, words = load_spoken_words(split, per_word=n and (n if split == "train" else max(2, n // 3)))
+        return _conform(ImageSet(torch.from_numpy(images), torch.from_numpy(labels), words,
+                                 f"spoken-words {split}"), size, channels)
     if not Path(name).expanduser().exists():
         raise DataError(f"image data {name!r} is not a built-in data set ({', '.join(BUILTIN)}) nor an existing "
                         f"folder; {_FOLDER_HOW}")

@@ -30,7 +30,17 @@ LIMITS: dict[str, list[str]] = {
         "It draws images like its training set at its resolution and classes only; a prompt outside them maps to "
         "the nearest known class.",
     ],
+    "music": [
+        "It writes in the styles, keys and meters of its corpus only, on a fixed rhythmic grid; its pieces imitate "
+        "the surface statistics of the corpus and can wander harmonically or repeat.",
+        "It may reproduce fragments of its training pieces; check before publishing a piece as new.",
+    ],
+    "speech": [
+        "It says only the words it was trained on, in voices like its synthetic training voices (espeak-ng), not "
+        "human speech; audio comes from Griffin-Lim and sounds buzzy.",
+    ],
 }
+WATERMARKED = ("text", "molecule")  # modalities whose generations `--watermark` can mark
 
 
 def _fmt(value: Any) -> str:
@@ -56,7 +66,8 @@ def summary_rows(meta: dict[str, Any]) -> list[str]:
         rows.append(f"| parameters | {meta['parameters']:,} ({meta.get('weights_dtype', 'fp32')} weights) |")
     vocab = model.get("vocab_size") or codec.get("vocab_size")
     rows.append(f"| codec | {codec.get('kind', 'unknown')}" + (f", {vocab:,} tokens" if vocab else "") + " |")
-    rows.append(f"| data | {_fields(data) or 'not recorded'} |")
+    skip = () if codec.get("kind") == "smiles" else ("column",)  # only SMILES corpora read a column
+    rows.append(f"| data | {_fields(data, skip) or 'not recorded'} |")
     recipe = _fields(train, ("out_dir", "progress", "threads", "keep_checkpoints", "log_interval", "device"))
     kind = task.get("kind", "lm") if isinstance(task, dict) else task
     rows.append(f"| recipe | task {kind}; {recipe or 'not recorded'} |")
@@ -105,7 +116,7 @@ def card_markdown(meta: dict[str, Any], name: str, *, bias: str | None = None,
              "written from the checkpoint's genforge.json when the model was saved.", "",
              *summary_rows(meta), "",
              "## Use", "", "```", f"genforge generate --model {name}", "```", "",
-             "## Watermark", "", watermark_section(watermark), "",
+             *(["## Watermark", "", watermark_section(watermark), ""] if modality in WATERMARKED else []),
              *(["## Bias", "", bias_section(bias, name), ""] if modality == "text" else []),
              "## Limits", "", limits_section(modality, limits), ""]
     return "\n".join(lines)

@@ -264,15 +264,16 @@ def sample_sequences(
     rng: torch.Generator | None = None,
     batch_size: int = 256,
     callback: ProgressCallback | None = None,
+    slide: bool = False,
 ) -> list[list[int]]:
     """``n`` independent continuations of one prompt, each ending at ``eos_id`` (kept) or after
     ``params.max_tokens`` tokens: the many-sample loop of molecule generation and RL rollouts.
 
     Rows run ``batch_size`` at a time through ``sample_tokens``; a batch stops as soon as every row has
     ended. ``callback(done, n)`` reports finished sequences. With one ``rng`` the result depends only on the
-    seed, ``n`` and ``batch_size``.
+    seed, ``n`` and ``batch_size``. ``slide``: run past the model's context (music pieces do).
     """
-    check_request(model, prompt_ids, params.max_tokens)
+    check_request(model, prompt_ids, params.max_tokens, slide)
     if n < 1 or batch_size < 1:
         raise GenforgeError(f"n={n} and batch_size={batch_size} must both be >= 1")
     rng = make_rng(params) if rng is None else rng
@@ -282,7 +283,7 @@ def sample_sequences(
         seqs = torch.zeros(rows, params.max_tokens, dtype=torch.long)
         lengths = torch.full((rows,), params.max_tokens)
         done = torch.zeros(rows, dtype=torch.bool)
-        steps = sample_tokens(model, list(prompt_ids), params, rng, rows)
+        steps = sample_tokens(model, list(prompt_ids), params, rng, rows, slide)
         try:
             for t, (tokens, _) in enumerate(steps):
                 tokens = tokens.cpu()

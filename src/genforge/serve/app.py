@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConfigError
-from .routes import chat, completions, detect, embeddings, images, indexes, models, molecules, studio
+from .routes import audio, chat, completions, detect, embeddings, images, indexes, models, molecules, studio
 from .schemas import APIError
 from .state import ServerState
 
@@ -73,7 +73,7 @@ def create_app(settings: ServeSettings, loaded: dict | None = None) -> FastAPI:
                   description="OpenAI-compatible API for genforge models.")
     app.state.genforge = state
     # a new modality: a module
-    for surface in (models, completions, chat, embeddings, images, molecules, indexes, detect, studio):
+    for surface in (models, completions, chat, embeddings, images, molecules, audio, indexes, detect, studio):
         app.include_router(surface.router)
     studio.mount(app)
 

@@ -18,7 +18,7 @@ from ..types import SAMPLING_RANGES, SamplingParamError, SamplingParams, samplin
 DEFAULTS = sampling_defaults()
 
 
-def _not_a_bool(value):
+def not_a_bool(value):
     """pydantic's lax mode reads true as 1; a boolean where a number belongs is a client bug."""
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
@@ -84,7 +84,7 @@ class _Sampling(BaseModel):
         "response carries genforge_citations and genforge_grounding; false: none (null: the server's --retrieve)"))
 
     _numbers = field_validator("max_tokens", "temperature", "top_p", "n", "seed", "presence_penalty",
-                               "frequency_penalty", mode="before")(_not_a_bool)
+                               "frequency_penalty", mode="before")(not_a_bool)
 
     @field_validator("genforge_retrieve", mode="before")
     @classmethod
@@ -120,7 +120,7 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
 
-    _logprobs = field_validator("logprobs", mode="before")(_not_a_bool)
+    _logprobs = field_validator("logprobs", mode="before")(not_a_bool)
 
 
 class ChatMessage(BaseModel):
@@ -138,7 +138,7 @@ class ChatRequest(_Sampling):
         "and the reply fit the model's context; the response's genforge_context says how many"))
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
-    _top_logprobs = field_validator("top_logprobs", mode="before")(_not_a_bool)
+    _top_logprobs = field_validator("top_logprobs", mode="before")(not_a_bool)
 
 
 class EmbeddingRequest(BaseModel):

@@ -23,7 +23,7 @@ from .schemas import APIError
 if TYPE_CHECKING:
     from .app import ServeSettings
 
-SERVED_MODALITIES = ("text", "molecule", "image")
+SERVED_MODALITIES = ("text", "molecule", "image", "music", "speech")
 TOKEN_MODALITIES = ("text", "molecule")  # token models over a codec: served by a batch engine
 
 
@@ -61,7 +61,7 @@ class Served:
     modality: str  # "text", "molecule" or "image" (audio, ... pipelines say theirs); /v1/models lists it
     chat: bool  # fine-tuned with a chat template (else chat requests use the default one)
     template: ChatTemplate | None  # text models: how chat messages become its prompt
-    busy: threading.Lock = field(default_factory=threading.Lock)  # image models: one generation at a time
+    busy: threading.Lock = field(default_factory=threading.Lock)  # image and music models: one at a time
 
     @staticmethod
     def check(pipeline: Any) -> ChatTemplate | None:

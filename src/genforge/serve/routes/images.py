@@ -25,18 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ...errors import GenforgeError
 from ...pipelines.image import DEFAULTS as IMAGE_DEFAULTS
 from ...sampling.diffusion import SAMPLERS
-from ..schemas import APIError
+from ..schemas import APIError, not_a_bool
 from ..state import Served, Server
 
 router = APIRouter()
 DEFAULTS = {**IMAGE_DEFAULTS, "n": 1}  # OpenAI's default n; the rest are the library's
 MAX_SIZE = 1024
-
-
-def _not_a_bool(value):
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    return value
 
 
 class ImageRequest(BaseModel):
@@ -54,7 +48,7 @@ class ImageRequest(BaseModel):
     truncation: float | None = Field(default=None, description="GAN models: the truncation trick's bound")
     genforge_class: int | str | None = Field(default=None, description="genforge: a class index or name")
 
-    _numbers = field_validator("n", "seed", "steps", "guidance", "truncation", mode="before")(_not_a_bool)
+    _numbers = field_validator("n", "seed", "steps", "guidance", "truncation", mode="before")(not_a_bool)
 
 
 def image_settings(m: Served) -> dict:

@@ -3,7 +3,9 @@
 Each model entry carries genforge fields beside OpenAI's: its modality, context length, whether it
 is a chat model, and ``genforge_sampling``: the defaults and ranges of its parameters (from
 ``SamplingParams``), which the studio shows instead of keeping a copy. Molecule models also carry
-``genforge_molecule`` (codec, the scores each molecule comes with, defaults).
+``genforge_molecule`` (codec, the scores each molecule comes with, defaults); music models
+``genforge_music`` (styles, keys, meters, defaults, whether WAV can be rendered); speech models
+``genforge_speech`` (the words they say).
 """
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ def entry(m: Served) -> dict:
         sampled["defaults"]["max_tokens"] = settings["defaults"]["max_tokens"]
         return {**out, "genforge_context_length": m.context_length, "genforge_chat": False,
                 "genforge_sampling": sampled, "genforge_molecule": settings}
+    if m.modality == "music":
+        from .audio import music_settings
+
+        return {**out, "genforge_music": music_settings(m)}
+    if m.modality == "speech":
+        from .audio import speech_settings
+
+        return {**out, "genforge_speech": speech_settings(m)}
     from .images import image_settings
 
     return {**out, "genforge_image": image_settings(m)}

@@ -4,6 +4,7 @@
 
 import { setupImages } from "./images.js";
 import { setupMolecules } from "./molecules.js";
+import { setupSound } from "./sound.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,9 +26,11 @@ const TABS = [
   { id: "chat", accepts: (m) => modality(m) === "text" },
   { id: "images", accepts: (m) => modality(m) === "image" },
   { id: "molecules", accepts: (m) => modality(m) === "molecule" },
+  { id: "sound", accepts: (m) => modality(m) === "music" || modality(m) === "speech" },
 ];
 let images = null; // the Images tab (images.js)
 let molecules = null; // the Molecules tab (molecules.js)
+let sound = null; // the Sound tab (sound.js)
 
 const state = {
   models: [],
@@ -402,6 +405,8 @@ function renderModels() {
   updateChatModelInfo();
   images.setModels(state.models.filter((m) => modality(m) === "image"), remembered.images);
   molecules.setModels(state.models.filter((m) => modality(m) === "molecule"), remembered.molecules);
+  sound.setModels(state.models.filter((m) => modality(m) === "music"), remembered.sound,
+    state.models.filter((m) => modality(m) === "speech"), remembered.speech);
 
   let first = null;
   for (const t of TABS) {
@@ -469,7 +474,7 @@ function selectTab(id, focus = true) {
     $(`panel-${t.id}`).hidden = !on;
     if (on && focus) btn.focus();
   }
-  $("params").hidden = id === "images" || id === "molecules"; // the text parameters; these tabs have their own
+  $("params").hidden = id === "images" || id === "molecules" || id === "sound"; // the text parameters; these tabs have their own
   if (location.hash.slice(1) !== id) history.replaceState(null, "", `#${id}`);
 }
 
@@ -847,6 +852,7 @@ function main() {
   setupChat();
   images = setupImages({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   molecules = setupMolecules({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
+  sound = setupSound({ headers, httpError, showError, clearError, fmtSeconds, rememberModel });
   loadModels();
   loadIndexes();
 }

@@ -199,10 +199,11 @@ class DiffusionTask:
         self.ema.load_state(tensors)
 
     def meta(self) -> dict[str, Any]:
-        from ...data.images import class_descriptions
+        from ...data.images import class_descriptions, pipeline_of
 
         d = self.dcfg
-        return {"model": {"kind": "unet", **self.fields}, "pipeline": "image", "task": self.kind,
+        return {"model": {"kind": "unet", **self.fields}, "pipeline": pipeline_of(self.cfg.data.corpus),
+                "task": self.kind,
                 "diffusion": {"prediction": d.prediction, "schedule": d.schedule, "timesteps": d.timesteps},
                 "classes": list(self.train_set.classes),
                 "class_descriptions": class_descriptions(self.train_set.classes),

@@ -37,19 +37,19 @@ def _build_codec(cfg: RunConfig, corpus: str):
     return CODECS.get(cfg.codec.kind, "codec.kind").from_corpus(iter_corpus(corpus), cfg.codec)
 
 
-def corpus_for(cfg: RunConfig, main: bool) -> str:
-    """The text the codec and shards read: the recipe's corpus, or for SMILES the cached canonical
-    molecule file made from it (by the main process; the others find it in the cache)."""
-    if cfg.codec.kind != "smiles":
-        return cfg.data.corpus
-    from ...data.molecules import prepare_smiles_corpus
-    from ...paths import data_home
+def corpus_for(cfg: RunConfig, main: bool) -> tuple[str, float]:
+    """The text the codec and shards read, and the validation share of its tokens: the recipe's corpus, or
+    what the codec prepares from it (``prepare_corpus``: canonical SMILES, music event lines), made once by
+    the main process (the others find it in the cache)."""
+    from ...registry import CODECS
 
-    path, report = prepare_smiles_corpus(cfg.data.corpus, data_home() / "molecules", cfg.data.column,
-                                         augment=cfg.data.augment, seed=cfg.train.seed)
+    prepare = getattr(CODECS.get(cfg.codec.kind, "codec.kind"), "prepare_corpus", None)
+    if prepare is None:
+        return cfg.data.corpus, cfg.data.val_fraction
+    path, val_fraction, report = prepare(cfg)
     if main:
-        print(f"molecules: {report}", flush=True)
-    return str(path)
+        print(f"{cfg.codec.kind}: {report}", flush=True)
+    return str(path), cfg.data.val_fraction if val_fraction is None else val_fraction
 
 
 def _config_defaults(kind: str) -> dict[str, Any]:
@@ -104,15 +104,15 @@ class LanguageModelTask:
         if rt.is_main:
             out.mkdir(parents=True, exist_ok=True)
             source = resume_meta or self.base
-            corpus = corpus_for(cfg, main=True)
+            corpus, val_fraction = corpus_for(cfg, main=True)
             self.codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg, corpus)
             atomic_write_text(codec_file, json.dumps(self.codec.to_dict()))
-            self.shards = prepare_shards(corpus, self.codec, data_home() / "shards", cfg.data.val_fraction)
+            self.shards = prepare_shards(corpus, self.codec, data_home() / "shards", val_fraction)
         rtm.barrier(rt)
         if not rt.is_main:
             self.codec = codec_from_dict(json.loads(codec_file.read_text()))
-            self.shards = prepare_shards(corpus_for(cfg, main=False), self.codec, data_home() / "shards",
-                                         cfg.data.val_fraction)
+            corpus, val_fraction = corpus_for(cfg, main=False)
+            self.shards = prepare_shards(corpus, self.codec, data_home() / "shards", val_fraction)
         self.model_kind, self.fields = model_spec(cfg, self.codec.vocab_size, resume_meta or self.base)
         self.block = self.fields.get("block_size") or _config_defaults(self.model_kind)["block_size"]
         self.sampler = WindowSampler(self.shards.train, self.block, cfg.train.batch_size, cfg.train.seed,
@@ -181,4 +181,4 @@ class LanguageModelTask:
     def meta(self) -> dict[str, Any]:
         return {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
                 "init_from": self.cfg.train.init_from or None, "task": self.kind,
-                "pipeline": "molecule" if self.codec.kind == "smiles" else "text"}
+                "pipeline": getattr(self.codec, "pipeline", "text")}
