@@ -342,7 +342,7 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}\n{mus.bundled_line()}")
+    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}\n{mus.bundled_line()}\n{mus.speech_bundled_line()}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
@@ -431,6 +431,7 @@ SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
              "safeguards": safe.safeguards_section},
     mol.CARD: {"card": mol.card_section, "safeguards": lambda: safe.card_section(mol.NAME)},
     mus.CARD: {"card": mus.card_section},
+    mus.SPEECH_CARD: {"card": mus.speech_section},
     CARDS["shakespeare-char"]: {"card": lambda: card_section("shakespeare-char"),
                                 "safeguards": lambda: safe.card_section("shakespeare-char")},
     CARDS["shakespeare-chat"]: {"card": lambda: card_section("shakespeare-chat"), "dialogue": dialogue_section,

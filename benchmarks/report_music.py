@@ -90,13 +90,14 @@ def card_section() -> str:
     return "\n".join(rows + ["", *eval_lines(), *speed_lines()])
 
 
-SPEECH_EVAL = "speech_words"  # genforge eval --model runs/spoken-words --json benchmarks/results/speech_words.json
+SPEECH_CARD = "src/genforge/bundled/spoken-words/MODEL_CARD.md"
+SPEECH_EVAL = "speech_words"  # genforge eval --model spoken-words --json benchmarks/results/speech_words.json
 
 
 def speech_section() -> str:
     ev = fmt.load(SPEECH_EVAL)
     if not ev:
-        return (f"(not measured yet: `genforge eval --model runs/spoken-words --json "
+        return (f"(not measured yet: `genforge eval --model spoken-words --json "
                 f"benchmarks/results/{SPEECH_EVAL}.json`)")
     g, s, fl, c, st = ev["generated"], ev["generated_spectrograms"], ev["floor"], ev["classifier"], ev["settings"]
     acc = g["conditional_accuracy"]
@@ -118,3 +119,14 @@ def speech_section() -> str:
         f"{ev['generation_s']:.0f} s, spectrograms and Griffin-Lim, on the CPU).",
     ]
     return "\n".join(fmt.wrap(x) if x.startswith("- ") or (x and not x.startswith("|")) else x for x in lines)
+
+
+def speech_bundled_line() -> str:
+    meta = fmt.meta("spoken-words")
+    m = meta["model"]
+    size = (fmt.ROOT / "src" / "genforge" / "bundled" / "spoken-words" / "model.safetensors").stat().st_size
+    return (f"- `spoken-words` ([model card]({SPEECH_CARD})): a class-conditional diffusion UNet (widths "
+            f"{m['base_channels']} x {m['channel_mult']}) on {m['image_size']}x{m['image_size']} log-mel "
+            f"spectrograms of {m['num_classes']} words, {meta['parameters'] / 1e6:.2f} M parameters, "
+            f"{size / 1e6:.1f} MB in {meta['weights_dtype']}, trained by `configs/spoken-words.toml` on a 2-core "
+            "CPU; audio by Griffin-Lim.")

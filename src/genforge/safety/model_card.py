@@ -65,7 +65,8 @@ def summary_rows(meta: dict[str, Any]) -> list[str]:
     if meta.get("parameters"):
         rows.append(f"| parameters | {meta['parameters']:,} ({meta.get('weights_dtype', 'fp32')} weights) |")
     vocab = model.get("vocab_size") or codec.get("vocab_size")
-    rows.append(f"| codec | {codec.get('kind', 'unknown')}" + (f", {vocab:,} tokens" if vocab else "") + " |")
+    if codec:  # token models; image and speech models have none
+        rows.append(f"| codec | {codec.get('kind', 'unknown')}" + (f", {vocab:,} tokens" if vocab else "") + " |")
     skip = () if codec.get("kind") == "smiles" else ("column",)  # only SMILES corpora read a column
     rows.append(f"| data | {_fields(data, skip) or 'not recorded'} |")
     recipe = _fields(train, ("out_dir", "progress", "threads", "keep_checkpoints", "log_interval", "device"))
