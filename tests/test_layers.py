@@ -24,13 +24,14 @@ ALLOWED = {
     "sampling": {"core", "sampling"},
     "retrieval": {"core", "codecs", "retrieval"},  # codecs: the MiniLM sentence embedder
     "chem": {"core", "data", "chem"},  # RDKit properties, fingerprints, filters (beside data: reads MOSES files)
+    "music": {"core", "codecs", "data", "music"},  # MIDI, WAV and piano rolls of pieces (beside data, as chem)
     "data": {"core", "codecs", "data"},
     # sampling: sample grids and RL rollouts; safety: the model card of each checkpoint
     "train": {"core", *LEAVES, "data", "chem", "safety", "train"},
     "eval": {"core", "codecs", "models", "chem", "data", "eval"},
     "safety": {"core", *LEAVES, "data", "safety"},  # watermark, filters, bias probes, model cards
-    "pipelines": {"core", *LEAVES, "data", "chem", "safety", "pipelines"},
-    "serve": {"core", *LEAVES, "data", "chem", "safety", "pipelines", "serve"},
+    "pipelines": {"core", *LEAVES, "data", "chem", "music", "safety", "pipelines"},
+    "serve": {"core", *LEAVES, "data", "chem", "music", "safety", "pipelines", "serve"},
 }
 
 

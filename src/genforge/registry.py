@@ -70,6 +70,11 @@ TASKS = Registry("task", {
     "gan": "genforge.train.tasks.gan:GANTask",
     "rl": "genforge.train.tasks.rl:RLTask",
 })
+# codec kind -> how a recipe's corpus becomes the text the codec reads (path, validation share or None, report)
+CORPORA = Registry("corpus preparer", {
+    "smiles": "genforge.data.molecules:prepare_recipe_corpus",
+    "music": "genforge.data.music:prepare_recipe_corpus",
+})
 PIPELINES = Registry("pipeline", {
     "text": "genforge.pipelines.text:TextModel",
     "image": "genforge.pipelines.image:ImageModel",

@@ -16,15 +16,66 @@ chorale). Decoding model output is lenient: an incomplete note or a stray token 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..data.music import RESOLUTION, Piece, parse_key
+from ..errors import DataError
 from .lines import SPECIALS, LineTokenCodec
 
+RESOLUTION = 12  # grid steps per quarter note: exact for 16ths, 32nd-triplets aside, and for 8th/16th triplets
 MAX_SHIFT = 4 * RESOLUTION  # one whole note
+PITCH_RANGE = (21, 108)  # the piano's range: transpositions that leave it are not made
+PITCH_NAMES = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+@dataclass
+class Piece:
+    """One piece on the grid: ``notes`` is int32 (n, 4) rows of onset, duration, pitch, voice (sorted)."""
+
+    name: str
+    notes: np.ndarray
+    bars: np.ndarray  # barline onsets on the grid, ascending
+    key: str  # "G major", "E- minor": a tonic from PITCH_NAMES and a mode
+    meter: str  # "3/4"
+    style: str  # "chorale", "folk" or "user"
+
+    def transposed(self, semitones: int) -> Piece:
+        notes = self.notes.copy()
+        notes[:, 2] += semitones
+        return Piece(self.name, notes, self.bars, transpose_key(self.key, semitones), self.meter, self.style)
+
+    def fits(self) -> bool:
+        return len(self.notes) == 0 or (PITCH_RANGE[0] <= self.notes[:, 2].min()
+                                        and self.notes[:, 2].max() <= PITCH_RANGE[1])
+
+
+def parse_key(text: str) -> str:
+    """``"G major"``, ``"g minor"``, ``"Bb major"``, ``"F#"`` (major) -> the canonical ``"G major"`` form."""
+    parts = str(text).strip().replace("_", " ").split()
+    mode = parts[1].lower() if len(parts) == 2 else "major" if len(parts) == 1 else ""
+    tonic = parts[0] if parts else ""
+    if mode not in ("major", "minor") or not tonic or tonic[0].upper() not in _LETTERS \
+            or any(c not in "#b-" for c in tonic[1:]):
+        raise DataError(f"key {text!r} is not a key: write a tonic and a mode, like 'G major', 'F# minor' or "
+                        "'Bb major'")
+    pc = _LETTERS[tonic[0].upper()] + tonic[1:].count("#") - tonic[1:].count("b") - tonic[1:].count("-")
+    return f"{PITCH_NAMES[pc % 12]} {mode}"
+
+
+def transpose_key(key: str, semitones: int) -> str:
+    tonic, mode = parse_key(key).split()
+    return f"{PITCH_NAMES[(PITCH_NAMES.index(tonic) + semitones) % 12]} {mode}"
+
+
+def key_pitch_classes(key: str) -> set[int]:
+    """The scale's pitch classes (natural minor plus the raised 7th for minor keys)."""
+    tonic, mode = parse_key(key).split()
+    t = PITCH_NAMES.index(tonic)
+    steps = (0, 2, 4, 5, 7, 9, 11) if mode == "major" else (0, 2, 3, 5, 7, 8, 10, 11)
+    return {(t + s) % 12 for s in steps}
+
+
 
 
 def tokenize(line: str) -> list[str]:
@@ -39,15 +90,6 @@ class MusicCodec(LineTokenCodec):
     pipeline = "music"
     separator = " "
     tokenize = staticmethod(tokenize)
-
-    @staticmethod
-    def prepare_corpus(cfg: Any) -> tuple[Path, float, str]:
-        """The cached event lines of a recipe's music corpus (``data.music``; ``data.augment`` transposed
-        copies of each training piece), the validation share that is the held-out pieces, and a report."""
-        from ..data.music import prepare_music_corpus
-        from ..paths import data_home
-
-        return prepare_music_corpus(cfg.data.corpus, data_home() / "music", cfg.data.augment, cfg.train.seed)
 
 
 def key_token(key: str) -> str:

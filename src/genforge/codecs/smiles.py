@@ -11,8 +11,6 @@ text machinery (shards, the ``lm`` task, the token loop, the server) carries SMI
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
 
 from ..errors import DataError
 from .lines import SPECIALS, LineTokenCodec
@@ -43,16 +41,6 @@ class SmilesCodec(LineTokenCodec):
     what = "SMILES"
     pipeline = "molecule"
     tokenize = staticmethod(tokenize)
-
-    @staticmethod
-    def prepare_corpus(cfg: Any) -> tuple[Path, None, str]:
-        """The cached canonical SMILES file of a recipe's corpus (``data.molecules``), and a report."""
-        from ..data.molecules import prepare_smiles_corpus
-        from ..paths import data_home
-
-        path, report = prepare_smiles_corpus(cfg.data.corpus, data_home() / "molecules", cfg.data.column,
-                                             augment=cfg.data.augment, seed=cfg.train.seed)
-        return path, None, report
 
 
 __all__ = ["SPECIALS", "SmilesCodec", "tokenize"]

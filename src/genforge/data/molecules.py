@@ -247,3 +247,13 @@ def prepare_smiles_corpus(spec: str | Sequence[str], cache_root: Path, column: s
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(info, json.dumps({"report": report, "molecules": len(mols.smiles)}))
     return path, report
+
+
+def prepare_recipe_corpus(cfg) -> tuple[Path, None, str]:
+    """What the ``lm`` task trains on for a SMILES recipe: the cached canonical SMILES file of ``data.corpus``
+    (the recipe's validation share applies) and a report (``registry.CORPORA``)."""
+    from ..paths import data_home
+
+    path, report = prepare_smiles_corpus(cfg.data.corpus, data_home() / "molecules", cfg.data.column,
+                                         augment=cfg.data.augment, seed=cfg.train.seed)
+    return path, None, report

@@ -23,11 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..codecs.music import (  # noqa: F401  (the note representation, re-exported for the data layer's users)
+    PITCH_NAMES,
+    PITCH_RANGE,
+    RESOLUTION,
+    Piece,
+    key_pitch_classes,
+    parse_key,
+    piece_to_text,
+    transpose_key,
+)
 from ..errors import DataError
 
-RESOLUTION = 12  # grid steps per quarter note: exact for 16ths, 32nd-triplets aside, and for 8th/16th triplets
 MAX_VOICES = 4  # parts kept per piece (S, A, T, B for the chorales)
-PITCH_RANGE = (21, 108)  # the piano's range: transpositions that leave it are not made
 MAX_DURATION = 16 * RESOLUTION  # a note longer than four whole notes is clipped (and counted)
 HELD_OUT = 10  # a piece is held out when crc32(name) % HELD_OUT == 0
 FORMAT = 1
@@ -35,29 +43,6 @@ SUFFIXES = (".mid", ".midi", ".xml", ".mxl", ".musicxml", ".abc", ".krn")
 BUILTIN = {"bach-chorales": "chorale", "folk": "folk"}
 FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs")
 INSTALL = "pip install 'genforge[music]' (music21, pretty_midi)"
-PITCH_NAMES = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
-_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
-
-@dataclass
-class Piece:
-    """One piece on the grid: ``notes`` is int32 (n, 4) rows of onset, duration, pitch, voice (sorted)."""
-
-    name: str
-    notes: np.ndarray
-    bars: np.ndarray  # barline onsets on the grid, ascending
-    key: str  # "G major", "E- minor": a tonic from PITCH_NAMES and a mode
-    meter: str  # "3/4"
-    style: str  # "chorale", "folk" or "user"
-
-    def transposed(self, semitones: int) -> Piece:
-        notes = self.notes.copy()
-        notes[:, 2] += semitones
-        return Piece(self.name, notes, self.bars, transpose_key(self.key, semitones), self.meter, self.style)
-
-    def fits(self) -> bool:
-        return len(self.notes) == 0 or (PITCH_RANGE[0] <= self.notes[:, 2].min()
-                                        and self.notes[:, 2].max() <= PITCH_RANGE[1])
 
 
 @dataclass
@@ -73,32 +58,6 @@ class MusicSet:
         if self.clipped:
             out += f"; {self.clipped} over-long note(s) clipped to {MAX_DURATION // RESOLUTION} quarters"
         return out
-
-
-def parse_key(text: str) -> str:
-    """``"G major"``, ``"g minor"``, ``"Bb major"``, ``"F#"`` (major) -> the canonical ``"G major"`` form."""
-    parts = str(text).strip().replace("_", " ").split()
-    mode = parts[1].lower() if len(parts) == 2 else "major" if len(parts) == 1 else ""
-    tonic = parts[0] if parts else ""
-    if mode not in ("major", "minor") or not tonic or tonic[0].upper() not in _LETTERS \
-            or any(c not in "#b-" for c in tonic[1:]):
-        raise DataError(f"key {text!r} is not a key: write a tonic and a mode, like 'G major', 'F# minor' or "
-                        "'Bb major'")
-    pc = _LETTERS[tonic[0].upper()] + tonic[1:].count("#") - tonic[1:].count("b") - tonic[1:].count("-")
-    return f"{PITCH_NAMES[pc % 12]} {mode}"
-
-
-def transpose_key(key: str, semitones: int) -> str:
-    tonic, mode = parse_key(key).split()
-    return f"{PITCH_NAMES[(PITCH_NAMES.index(tonic) + semitones) % 12]} {mode}"
-
-
-def key_pitch_classes(key: str) -> set[int]:
-    """The scale's pitch classes (natural minor plus the raised 7th for minor keys)."""
-    tonic, mode = parse_key(key).split()
-    t = PITCH_NAMES.index(tonic)
-    steps = (0, 2, 4, 5, 7, 9, 11) if mode == "major" else (0, 2, 3, 5, 7, 8, 10, 11)
-    return {(t + s) % 12 for s in steps}
 
 
 def _music21():
@@ -294,8 +253,6 @@ def prepare_music_corpus(spec: str | Path | Sequence[str | Path], cache_root: Pa
                          seed: int = 0) -> tuple[Path, float, str]:
     """Write (once) the token text of a music corpus (``codecs.music``: one piece per line) and return it
     with the validation share of tokens that covers exactly the held-out pieces, and a one-line report."""
-    from ..codecs.music import piece_to_text
-
     ms = load_music(spec, cache_root)
     key = hashlib.sha256(f"{_cache_key(_sources(spec))}|{augment}|{seed}".encode()).hexdigest()[:16]
     path, info = cache_root / f"{key}.tokens.txt", cache_root / f"{key}.tokens.json"
@@ -319,3 +276,12 @@ def prepare_music_corpus(spec: str | Path | Sequence[str | Path], cache_root: Pa
 
 def iter_notes(pieces: Iterable[Piece]) -> np.ndarray:
     return np.concatenate([p.notes for p in pieces]) if pieces else np.zeros((0, 4), np.int32)
+
+
+def prepare_recipe_corpus(cfg) -> tuple[Path, float, str]:
+    """What the ``lm`` task trains on for a music recipe: the cached event lines of ``data.corpus``
+    (``data.augment`` transposed copies of each training piece), the validation share that is the
+    held-out pieces, and a report (``registry.CORPORA``)."""
+    from ..paths import data_home
+
+    return prepare_music_corpus(cfg.data.corpus, data_home() / "music", cfg.data.augment, cfg.train.seed)

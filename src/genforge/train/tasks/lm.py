@@ -39,14 +39,13 @@ def _build_codec(cfg: RunConfig, corpus: str):
 
 def corpus_for(cfg: RunConfig, main: bool) -> tuple[str, float]:
     """The text the codec and shards read, and the validation share of its tokens: the recipe's corpus, or
-    what the codec prepares from it (``prepare_corpus``: canonical SMILES, music event lines), made once by
-    the main process (the others find it in the cache)."""
-    from ...registry import CODECS
+    what the data layer prepares from it for the codec (``registry.CORPORA``: canonical SMILES, music event
+    lines), made once by the main process (the others find it in the cache)."""
+    from ...registry import CORPORA
 
-    prepare = getattr(CODECS.get(cfg.codec.kind, "codec.kind"), "prepare_corpus", None)
-    if prepare is None:
+    if cfg.codec.kind not in CORPORA:
         return cfg.data.corpus, cfg.data.val_fraction
-    path, val_fraction, report = prepare(cfg)
+    path, val_fraction, report = CORPORA.get(cfg.codec.kind)(cfg)
     if main:
         print(f"{cfg.codec.kind}: {report}", flush=True)
     return str(path), cfg.data.val_fraction if val_fraction is None else val_fraction
