@@ -46,6 +46,11 @@ def retrieval_speed_lines(rs: dict) -> list[str]:
         tail.append("  Flat against HNSW, what the index switch is chosen from: " + "; ".join(
             f"{r['chunks']:,} chunks {r['flat_ms']:.3f} / {r['hnsw_ms']:.3f} ms (HNSW recall@10 "
             f"{r['hnsw_recall_at_10']:.3f})" for r in sweep) + ".")
+    from genforge.retrieval.vectors import HNSW_THRESHOLD
+
+    if rs["config"].get("hnsw_threshold") != HNSW_THRESHOLD:
+        tail.append(f"  Measured with the switch to HNSW at {rs['config']['hnsw_threshold']:,} vectors; from this "
+                    f"sweep it is now {HNSW_THRESHOLD:,}, so a 10,000-chunk index is HNSW (not re-timed yet).")
     if sizes:
         tail.append(f"  Not measured yet: {', '.join(sizes)} chunks (embedding them takes hours on 2 cores).")
     return [head, *rows, "", *tail]

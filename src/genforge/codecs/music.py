@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import DataError
 from .lines import SPECIALS, LineTokenCodec
 
+EVENTS_FORMAT = 2  # bumped when the text of a piece changes (the cached corpora are rebuilt)
 RESOLUTION = 12  # grid steps per quarter note: exact for 16ths, 32nd-triplets aside, and for 8th/16th triplets
 MAX_SHIFT = 4 * RESOLUTION  # one whole note
 PITCH_RANGE = (21, 108)  # the piano's range: transpositions that leave it are not made
@@ -121,6 +122,9 @@ def piece_to_text(p: Piece) -> str:
         out += _shift(onset - now)
         now = onset
         out += [f"v:{voice}", f"p:{pitch}", f"d:{dur}"]
+    for b in bars[bi:]:  # barlines after the last note begins (the final barline)
+        out += _shift(b - now) + ["bar"]
+        now = b
     return " ".join(out)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..codecs.music import (  # noqa: F401  (the note representation, re-exported for the data layer's users)
+    EVENTS_FORMAT,
     PITCH_NAMES,
     PITCH_RANGE,
     RESOLUTION,
@@ -254,7 +255,7 @@ def prepare_music_corpus(spec: str | Path | Sequence[str | Path], cache_root: Pa
     """Write (once) the token text of a music corpus (``codecs.music``: one piece per line) and return it
     with the validation share of tokens that covers exactly the held-out pieces, and a one-line report."""
     ms = load_music(spec, cache_root)
-    key = hashlib.sha256(f"{_cache_key(_sources(spec))}|{augment}|{seed}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{_cache_key(_sources(spec))}|{augment}|{seed}|{EVENTS_FORMAT}".encode()).hexdigest()[:16]
     path, info = cache_root / f"{key}.tokens.txt", cache_root / f"{key}.tokens.json"
     if path.is_file() and info.is_file():
         meta = json.loads(info.read_text())
