@@ -16,7 +16,7 @@ import hashlib
 import json
 import random
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,10 +273,6 @@ def prepare_music_corpus(spec: str | Path | Sequence[str | Path], cache_root: Pa
     atomic_write_text(path, "".join(line + "\n" for line in lines + held_lines))
     atomic_write_text(info, json.dumps({"val_fraction": val_fraction, "report": report}))
     return path, val_fraction, report
-
-
-def iter_notes(pieces: Iterable[Piece]) -> np.ndarray:
-    return np.concatenate([p.notes for p in pieces]) if pieces else np.zeros((0, 4), np.int32)
 
 
 def prepare_recipe_corpus(cfg) -> tuple[Path, float, str]:
