@@ -22,6 +22,7 @@ import report_format as fmt  # noqa: E402  (the script's own folder is on sys.pa
 import report_molecules as mol  # noqa: E402
 import report_music as mus  # noqa: E402
 import report_safety as safe  # noqa: E402
+import report_text as txt  # noqa: E402
 from report_format import markers, render  # noqa: E402,F401  (tests use report.markers)
 
 ROOT, RESULTS = fmt.ROOT, fmt.RESULTS
@@ -342,7 +343,8 @@ def bundled_section() -> str:
     char += ". Trained by `configs/shakespeare-char.toml` on a GPU; the run recorded neither its time nor its machine."
     chat += (". It answers in Shakespearean pastiche: a toy for learning chat templates and serving, not an "
              "assistant.")
-    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}\n{mus.bundled_line()}\n{mus.speech_bundled_line()}")
+    return fmt.wrap(f"{char}\n{chat}\n{mol.bundled_line()}\n{mus.bundled_line()}\n{mus.speech_bundled_line()}\n"
+                    f"{txt.bundled_lines()}")
 
 
 # --- model cards ------------------------------------------------------------------------------------------
@@ -427,7 +429,8 @@ def dialogue_section() -> str:
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     README: {"results": results_section, "nanogpt": nanogpt_section, "speed": speed_section,
              "bundled": bundled_section, "molecules": mol.molecules_section, "music": mus.music_section,
-             "speech": mus.speech_section,
+             "speech": mus.speech_section, "verse": txt.verse_section,
+             "lora": txt.lora_section, "speculative": txt.speculative_section,
              "safeguards": safe.safeguards_section},
     mol.CARD: {"card": mol.card_section, "safeguards": lambda: safe.card_section(mol.NAME)},
     mus.CARD: {"card": mus.card_section},

@@ -6,6 +6,9 @@ of a rewarded sequence; RL from a tiny prior trained here raises the mean reward
 uninterrupted run bit for bit (weights, optimizer, sampler, replay memory, diversity filter, metrics);
 a reward that raises or returns NaN is one line naming the function and the molecule (or a counted
 skip); an unimportable reward is a ConfigError naming it; ``genforge rl`` refuses a non-RL recipe.
+DPO: its loss is log 2 at the prior and a gradient step widens the chosen-over-rejected margin; pairs
+drop ties; a DPO run builds its pairs once (reread on resume, which equals the uninterrupted run) and
+moves the agent's likelihood toward the chosen samples.
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ from genforge.train.rl_core import (
     Replay,
     augmented_likelihood_loss,
     collate,
+    dpo_loss,
     group_advantages,
     grpo_loss,
+    preference_pairs,
     token_logps,
 )
 
@@ -133,6 +138,28 @@ def test_augmented_likelihood_is_flat_at_the_prior_and_pulls_rewarded_sequences_
     assert float(g.detach()) == 0.0 and all(x.abs().max() == 0 for x in grads)
 
 
+def test_dpo_loss_is_log2_at_the_prior_and_a_step_widens_the_margin():
+    torch.manual_seed(0)
+    agent = build_model("transformer", TINY["transformer"])
+    prior = copy.deepcopy(agent).requires_grad_(False)
+    pairs = preference_pairs([[3, 4, 2], [5, 2], [6, 7], [6, 7], [8, 9, 2], [10]], [0.9, 0.1, 0.5, 0.5, 0.2, 0.7])
+    assert [p["chosen"] for p in pairs] == [[3, 4, 2], [10]] and [p["rejected"] for p in pairs] == [[5, 2], [8, 9, 2]]
+    ids, mask = collate([1], [q for p in pairs for q in (p["chosen"], p["rejected"])], pad_id=0)
+    with torch.no_grad():
+        prior_ll = (token_logps(prior, ids) * mask).sum(-1).view(-1, 2)
+
+    def margin() -> torch.Tensor:
+        return dpo_loss((token_logps(agent, ids) * mask).sum(-1).view(-1, 2), prior_ll, beta=0.1)
+
+    loss, m = margin()
+    assert loss.detach().tolist() == pytest.approx([math.log(2)] * 2, abs=1e-6) and m.abs().max() < 1e-6
+    loss.mean().backward()
+    with torch.no_grad():
+        for p in agent.parameters():
+            p -= 0.05 * p.grad
+    assert bool((margin()[1] > 0).all())
+
+
 def test_diversity_filter_and_replay():
     f = DiversityFilter("scaffold", bucket_size=2, min_score=0.4)
     got = f.apply(["a", "b", "a", "c", "d", None], ["s", "s", "s", "s", "t", None], [0.9, 0.5, 0.9, 0.8, 0.3, 0.0])
@@ -231,6 +258,29 @@ def test_a_bad_reward_stops_in_one_line_or_is_a_counted_skip(tmp_path: Path, pri
         fit(rl_recipe(tmp_path / "imp", prior, 2, reward="no_such_rewards:score"))
     with pytest.raises(ConfigError, match="replay_batch > 0 works with method = 'reinvent'"):
         fit(rl_recipe(tmp_path / "x", prior, 2, method="grpo"))  # replay_batch defaults to 10
+
+
+def test_dpo_builds_pairs_once_resumes_exactly_and_prefers_the_chosen(tmp_path: Path, prior: Path):
+    task = {"method": "dpo", "pairs": 24, "replay_batch": 0, "diversity_filter": "none", "eval_samples": 8}
+    whole = fit(rl_recipe(tmp_path / "a", prior, 6, **task))
+    pairs = [json.loads(x) for x in (tmp_path / "a" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs[0]["pairs"] == 24 and 0 < len(pairs) - 1 <= 24
+    assert all(p["rewards"][0] > p["rewards"][1] for p in pairs[1:])
+    fit(rl_recipe(tmp_path / "b", prior, 6, **task), stop_after=3)
+    stamp = (tmp_path / "b" / "pairs.jsonl").stat().st_mtime_ns
+    resumed = fit(rl_recipe(tmp_path / "b", prior, 6, **task), resume=True)
+    assert (tmp_path / "b" / "pairs.jsonl").stat().st_mtime_ns == stamp  # reread, not rebuilt
+    for name in ("model.safetensors", "trainer.safetensors"):
+        a, b = load_file(str(whole.checkpoint / name)), load_file(str(resumed.checkpoint / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rec = [r for r in logged(tmp_path / "a") if "margin" in r]
+    assert len(rec) == 6 and rec[0]["reward_evals"] == 48 and "kl" not in rec[0]
+    assert rec[-1]["margin"] > rec[0]["margin"] and rec[-1]["pref_acc"] > 0.5  # the chosen pulled up
+    assert read_meta(whole.checkpoint)["rl"]["method"] == "dpo"
+    with pytest.raises(ConfigError, match="task.beta=0.0 is invalid"):
+        fit(rl_recipe(tmp_path / "c", prior, 2, method="dpo", replay_batch=0, beta=0.0))
+    with pytest.raises(ConfigError, match="replay_batch > 0 works with method = 'reinvent' only"):
+        fit(rl_recipe(tmp_path / "c", prior, 2, method="dpo"))
 
 
 def test_cli_rl_refuses_a_non_rl_recipe(tmp_path: Path, capsys: pytest.CaptureFixture):

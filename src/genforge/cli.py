@@ -65,6 +65,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise GenforgeError(f"--retrieve applies to text models; {args.model} is a {modality} model")
     if modality != "music":
         _refuse_flags(args, ("style", "key", "meter", "prompt_file", "seconds"), "music")
+    if modality != "text" or args.retrieve:
+        _refuse_flags(args, ("draft", "draft_k", "ngram"), "text (without --retrieve)")
     from .cli_safety import watermarked
 
     return watermarked(GENERATORS[modality], pipeline, args, params)  # --watermark: marked and recorded
@@ -81,6 +83,10 @@ def _generate_text(tm, args: argparse.Namespace, params: dict) -> int:
     flt = _safety_filter(args, [args.prompt])  # --safety: a blocked prompt stops here; output is screened
     if args.retrieve:
         return _generate_retrieved(tm, args, params, flt)
+    if args.draft:
+        from .cli_text import generate_speculative
+
+        return generate_speculative(tm, args, params, flt, _screen)
 
     # --max-tokens left out: what fits the context beside the prompt
     params["max_tokens"] = fit_max_tokens(len(tm.codec.encode(args.prompt)), tm.context_length,
@@ -309,6 +315,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_safety import add_watermark_flags
+    from .cli_text import add_draft_flags
 
     p = _Parser(prog="genforge", description="Train and sample generative models.")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
@@ -333,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--safety", default=None, metavar="FILE", help="text models: refuse a blocked prompt and cut "
                    "blocked output (a TOML file with a [safety] table, or 'default')")
     g.add_argument("--stop", action="append", help="stop string (repeatable); never printed")
+    add_draft_flags(g)
     g.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")

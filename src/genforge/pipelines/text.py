@@ -47,8 +47,38 @@ class TextModel:
         from ..sampling.text import eos_id, generate_text
 
         slide = bool(kwargs.pop("sliding_window", True))
+        if kwargs.get("draft") is not None:
+            return self.speculate(prompt, **kwargs)
+        kwargs.pop("draft", None)
         return generate_text(self.model, self.codec, prompt, self.params(**kwargs), eos_id=eos_id(self.codec),
                              slide=slide)
+
+    def speculate(self, prompt: str, draft: TextModel | str = "lookup", draft_k: int = 4, ngram: int = 3,
+                  stats: Any = None, **kwargs: Any) -> Generation:
+        """``complete`` by speculative decoding (``sampling.speculative``): ``draft`` is a smaller model in this
+        model's codec (a ``TextModel``, or a name or folder to load) or ``"lookup"`` (prompt lookup with
+        ``ngram``-token matches); ``draft_k`` tokens are drafted a round. Same distribution as ``complete``,
+        the same tokens at temperature 0; within the context (no sliding). ``stats``: a ``SpecStats`` to fill."""
+        from ..sampling.speculative import LookupDraft, ModelDraft, speculative_text
+        from ..sampling.text import eos_id
+
+        params = self.params(**kwargs)
+        if params.best_of > 1 or params.num_beams > 1:
+            raise GenforgeError("a draft model does not combine with best_of or beam search: use one or the other")
+        if isinstance(draft, str) and draft == "lookup":
+            proposer = LookupDraft(ngram)
+        else:
+            if isinstance(draft, str | Path):
+                from . import load
+
+                draft = load(draft, device=str(next(self.model.parameters()).device))
+            if not isinstance(draft, TextModel) or draft.codec.to_dict() != self.codec.to_dict():
+                name = getattr(draft, "path", None) or type(draft).__name__
+                raise GenforgeError(f"the draft model {name} does not share the codec of {self.path}: a draft must be "
+                                    "trained with the target's codec (train it with the same corpus and codec, or "
+                                    "train.init_from the target's codec)")
+            proposer = ModelDraft(draft.model)
+        return speculative_text(self.model, self.codec, prompt, params, eos_id(self.codec), proposer, draft_k, stats)
 
     def answer(self, prompt: str, retrieve: Any, k: int = 4, filters: dict[str, str] | None = None,
                **kwargs: Any):
@@ -103,8 +133,9 @@ class TextModel:
 
     @classmethod
     def from_checkpoint(cls, path: Path, meta: dict[str, Any], device: str = "cpu", quantize: str | None = None,
-                         dtype: str | None = None) -> TextModel:
-        """A genforge checkpoint folder (``meta`` is its genforge.json) as a ``TextModel``."""
+                         dtype: str | None = None, adapters: list[tuple[Path, dict[str, Any]]] = ()) -> TextModel:
+        """A genforge checkpoint folder (``meta`` is its genforge.json) as a ``TextModel``; ``adapters``
+        (folder, genforge.json) are LoRA adapters of this base, folded into its weights in order."""
         from ..checkpoint import check_weights_fit_config, load_tensors, load_weights
         from ..codecs import codec_from_dict
         from ..models import build_model
@@ -117,6 +148,16 @@ class TextModel:
         model = build_model(meta["model"]["kind"], fields, init=False)
         _check_vocabularies(codec, model, path)
         load_weights(model, load_tensors(path, "model.safetensors", meta), path)
+        if adapters:
+            from ..models.lora import LoRAConfig, add_lora, load_adapter, merge_lora
+
+            for apath, ameta in adapters:
+                info = {k: v for k, v in ameta["adapter"].items() if k not in ("base", "base_sha256")}
+                add_lora(model, LoRAConfig.from_dict(info))
+                load_adapter(model, load_tensors(apath, "model.safetensors", ameta), str(apath))
+                merge_lora(model)
+            meta = {**meta, "adapters": [str(a) for a, _ in adapters]}
+            path = adapters[-1][0]  # the model is the adapted one: named by its (last) adapter
         return cls(_place(model, device, dtype, quantize), codec, meta, path)
 
 

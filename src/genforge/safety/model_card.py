@@ -64,6 +64,11 @@ def summary_rows(meta: dict[str, Any]) -> list[str]:
             f"| architecture | {model.get('kind', 'unknown')}: {_fields(model, ('kind', 'vocab_size')) or '-'} |"]
     if meta.get("parameters"):
         rows.append(f"| parameters | {meta['parameters']:,} ({meta.get('weights_dtype', 'fp32')} weights) |")
+    if meta.get("adapter"):
+        ad = meta["adapter"]
+        rows.append(f"| adapter | {ad.get('kind', 'lora')} rank {ad.get('rank')}, alpha {ad.get('alpha')} on "
+                    f"{', '.join(ad.get('targets', []))}; base {ad.get('base')} (weights sha256 "
+                    f"{str(ad.get('base_sha256'))[:12]}); this folder holds the adapter alone |")
     vocab = model.get("vocab_size") or codec.get("vocab_size")
     if codec:  # token models; image and speech models have none
         rows.append(f"| codec | {codec.get('kind', 'unknown')}" + (f", {vocab:,} tokens" if vocab else "") + " |")

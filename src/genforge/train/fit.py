@@ -37,7 +37,7 @@ from .optim import lr_at, set_lr
 from .tasks import Task
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
-RESUME_FIXED = ("model", "codec", "data", "task")  # sections a resumed run may not change
+RESUME_FIXED = ("model", "codec", "data", "task", "adapter")  # sections a resumed run may not change
 
 
 @dataclass
@@ -106,6 +106,7 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
         if meta is not None:
             saved = dict(meta["config"])
             saved.setdefault("task", {"kind": "lm"})  # written before tasks had a section
+            saved.setdefault("adapter", {})  # written before adapters had a section
             for section in RESUME_FIXED:
                 if saved.get(section) != cfg.to_dict()[section]:
                     raise ConfigError(f"--resume with a different [{section}] than {ckpts[-1]} was trained "
@@ -122,7 +123,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                               f"x processes ({rt.world_size})")
         step, elapsed, bad_total = 0, 0.0, 0
         if meta is not None:
-            load_weights(model, load_tensors(ckpts[-1], "model.safetensors", meta), ckpts[-1])
+            restore = getattr(task, "restore_weights", None) or load_weights  # an adapter run stores its own
+            restore(model, load_tensors(ckpts[-1], "model.safetensors", meta), ckpts[-1])
             trainer = load_tensors(ckpts[-1], "trainer.safetensors", meta)
             state = meta["trainer"]
             _restore_optimizer(opts, {k: v.to(rt.device) for k, v in trainer.items()}, state["param_groups"])
@@ -171,7 +173,8 @@ def fit(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> 
                             "device": str(rt.device), "precision": str(rt.amp_dtype or "fp32")},
             }
             card = card_markdown(meta_out, out.name).encode("utf-8")  # every checkpoint carries its model card
-            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", model_tensors(raw), meta_out, trainer,
+            weights = getattr(task, "saved_weights", None) or model_tensors  # an adapter run: the adapter alone
+            path = save_checkpoint(out / "checkpoints" / f"step-{step:08d}", weights(raw), meta_out, trainer,
                                    extra_files={**(task.checkpoint_files() or {}), CARD_FILE: card})
             prune_checkpoints(out, tc.keep_checkpoints)
             return path

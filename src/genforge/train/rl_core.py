@@ -2,8 +2,9 @@
 
 Rollouts are token lists sampled after a prompt; ``collate`` pads them and masks what follows the end
 token; ``token_logps`` gives per-token log-likelihoods from one padded forward pass; the losses are
-REINVENT's augmented likelihood (Olivecrona et al. 2017) and GRPO's group-relative policy gradient with
-a per-token KL penalty (Shao et al. 2024). ``DiversityFilter`` (Blaschke et al. 2020) and ``Replay``
+REINVENT's augmented likelihood (Olivecrona et al. 2017), GRPO's group-relative policy gradient with
+a per-token KL penalty (Shao et al. 2024) and DPO's preference loss (Rafailov et al. 2023), whose pairs
+``preference_pairs`` builds from the prior's own samples. ``DiversityFilter`` (Blaschke et al. 2020) and ``Replay``
 (Olivecrona et al. 2017's experience replay) keep JSON-serialisable state for exact resume. Nothing
 here knows what the tokens mean: items, validity and buckets come from a domain (``TextDomain`` here,
 ``train.rewards.MoleculeDomain`` for SMILES).
@@ -58,6 +59,27 @@ def grpo_loss(agent_lp: Tensor, prior_lp: Tensor, mask: Tensor, adv: Tensor, kl_
     d = (prior_lp - agent_lp) * mask
     k3 = (d.exp() - d - 1) * mask
     return -adv * (agent_lp * mask).sum(-1) / n + kl_coef * k3.sum(-1) / n
+
+
+def dpo_loss(agent_ll: Tensor, prior_ll: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """DPO's per-pair loss -log sigmoid(beta * (log-ratio chosen - log-ratio rejected)) (Rafailov et al. 2023)
+    from sequence log-likelihoods (B, 2): column 0 chosen, column 1 rejected; also the margins (B,)."""
+    ratio = agent_ll - prior_ll
+    margin = beta * (ratio[:, 0] - ratio[:, 1])
+    return -torch.nn.functional.logsigmoid(margin), margin
+
+
+def preference_pairs(seqs: list[list[int]], rewards: list[float | None]) -> list[dict[str, Any]]:
+    """Samples 2i and 2i + 1 (two of one prompt) as a pair, the higher reward chosen; ties and unscored
+    samples make no pair. Each pair: {"chosen", "rejected"} token lists and their rewards."""
+    out = []
+    for i in range(0, len(seqs) - 1, 2):
+        a, b = rewards[i], rewards[i + 1]
+        if a is None or b is None or a == b:
+            continue
+        c, r = (i, i + 1) if a > b else (i + 1, i)
+        out.append({"chosen": list(seqs[c]), "rejected": list(seqs[r]), "rewards": [rewards[c], rewards[r]]})
+    return out
 
 
 class TextDomain:
@@ -137,25 +159,37 @@ class Replay:
 
 
 def plot_rewards(records: list[dict[str, Any]], title: str = "") -> bytes:
-    """A PNG of mean and best reward (and validity, uniqueness) against step, from metrics records."""
+    """A PNG of mean and best reward (hits, validity, uniqueness, evaluation reward) and KL against step,
+    from metrics records."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in records if "reward" in r]
+    evals = [r for r in records if "val_reward" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [r["step"] for r in rows]
     for key, style, label in (("reward", "-", "mean reward"), ("best_reward", "-", "best reward"),
-                              ("validity", ":", "validity"), ("unique", ":", "unique")):
+                              ("hits", "-", "hits"), ("validity", ":", "validity"), ("unique", ":", "unique")):
         if any(key in r for r in rows):
             ax.plot(steps, [r.get(key, float("nan")) for r in rows], style, label=label, linewidth=1.2)
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["val_reward"] for r in evals], "o--", label="eval reward", ms=4)
+    kl = [(r["step"], r["kl"]) for r in rows if "kl" in r] or [(r["step"], r["val_kl"]) for r in evals]
+    if kl:  # KL from the prior, nats per sequence, on its own axis
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*kl), color="0.4", linewidth=1.0, alpha=0.7, label="KL (right)")
+        ax2.set_ylabel("KL(agent || prior), nats / sequence")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(loc="upper left")
     ax.set_xlabel("step")
     ax.set_ylabel("reward / fraction")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png")

@@ -2,6 +2,9 @@
 
 The codec is built once (by rank 0), shared through ``codec.json`` in the run folder, and travels in
 every checkpoint. Fine-tuning (``train.init_from``) takes the base model's codec, shape and weights.
+With an ``[adapter]`` (``kind = "lora"``) the base stays frozen and only a LoRA adapter trains
+(``models.lora``); checkpoints then hold the adapter alone and record which base it belongs to (its
+name and the SHA-256 of its weights), and loading applies it to that base.
 """
 from __future__ import annotations
 
@@ -51,6 +54,17 @@ def corpus_for(cfg: RunConfig, main: bool) -> tuple[str, float]:
     return str(path), cfg.data.val_fraction if val_fraction is None else val_fraction
 
 
+def _with_unknown(codec: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """A base model's character codec with the recipe's ``codec.unknown`` (fine-tuning on text holding
+    characters the base never saw: they become that character, which must be in the vocabulary)."""
+    if not cfg.codec.unknown or codec.get("kind") != "char" or codec.get("unknown"):
+        return codec
+    if cfg.codec.unknown not in codec.get("chars", ""):
+        raise ConfigError(f"codec.unknown={cfg.codec.unknown!r} is not in the base model's vocabulary: pick one of "
+                          f"its characters, e.g. ' '")
+    return {**codec, "unknown": cfg.codec.unknown}
+
+
 def _config_defaults(kind: str) -> dict[str, Any]:
     from ...registry import MODELS
 
@@ -94,17 +108,30 @@ class LanguageModelTask:
         from ...paths import data_home
 
         cfg, rt = self.cfg, self.rt
-        if cfg.train.init_from and resume_meta is None:  # fine-tuning: weights and codec from the base
+        self.adapter = None
+        if cfg.adapter:
+            from ...models.lora import LoRAConfig
+
+            self.adapter = LoRAConfig.from_dict(cfg.adapter)
+            if not cfg.train.init_from:
+                raise ConfigError("an [adapter] trains on top of a base model: set train.init_from (e.g. "
+                                  "\"shakespeare-char\")")
+        if cfg.train.init_from and (resume_meta is None or self.adapter):  # weights and codec from the base
             from ...store import resolve_model
 
             self.base_path = resolve_model(cfg.train.init_from)
             self.base = read_meta(self.base_path)
+            self.base_sha = self.base.get("files", {}).get("model.safetensors", "")
+            was = (resume_meta or {}).get("adapter", {}).get("base_sha256")
+            if was is not None and was != self.base_sha:
+                raise ConfigError(f"train.init_from {cfg.train.init_from!r} holds other weights than the base this "
+                                  "adapter run started from: resume with the same base")
         codec_file = out / "codec.json"
         if rt.is_main:
             out.mkdir(parents=True, exist_ok=True)
             source = resume_meta or self.base
             corpus, val_fraction = corpus_for(cfg, main=True)
-            self.codec = codec_from_dict(source["codec"]) if source else _build_codec(cfg, corpus)
+            self.codec = codec_from_dict(_with_unknown(source["codec"], cfg)) if source else _build_codec(cfg, corpus)
             atomic_write_text(codec_file, json.dumps(self.codec.to_dict()))
             self.shards = prepare_shards(corpus, self.codec, data_home() / "shards", val_fraction)
         rtm.barrier(rt)
@@ -124,7 +151,24 @@ class LanguageModelTask:
         model = build_model(self.model_kind, self.fields)
         if self.base is not None:
             load_weights(model, load_tensors(self.base_path, "model.safetensors", self.base), self.base_path)
+        if self.adapter is not None:
+            from ...models.lora import add_lora
+
+            add_lora(model, self.adapter)
         return model
+
+    def saved_weights(self, model: nn.Module) -> dict[str, Tensor]:
+        """What a checkpoint's model.safetensors holds: the adapter alone, or every weight."""
+        from ...checkpoint import model_tensors
+        from ...models.lora import adapter_tensors
+
+        return adapter_tensors(model) if self.adapter is not None else model_tensors(model)
+
+    def restore_weights(self, model: nn.Module, tensors: dict[str, Tensor], where: Path) -> None:
+        from ...checkpoint import load_weights
+        from ...models.lora import load_adapter
+
+        (load_adapter if self.adapter is not None else load_weights)(model, tensors, where)
 
     def optimizers(self, model: nn.Module, device: torch.device) -> list[torch.optim.Optimizer]:
         from ..optim import make_optimizers
@@ -178,6 +222,9 @@ class LanguageModelTask:
         return {}
 
     def meta(self) -> dict[str, Any]:
-        return {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
-                "init_from": self.cfg.train.init_from or None, "task": self.kind,
-                "pipeline": getattr(self.codec, "pipeline", "text")}
+        out = {"model": {"kind": self.model_kind, **self.fields}, "codec": self.codec.to_dict(),
+               "init_from": self.cfg.train.init_from or None, "task": self.kind,
+               "pipeline": getattr(self.codec, "pipeline", "text")}
+        if self.adapter is not None:
+            out["adapter"] = {**self.adapter.to_dict(), "base": self.cfg.train.init_from, "base_sha256": self.base_sha}
+        return out

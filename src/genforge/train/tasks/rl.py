@@ -13,6 +13,11 @@ the agent toward high reward while a frozen copy of the prior anchors it:
   (r_i - mean r) / std r over the step's samples (one prompt, one group), loss = -A_i * mean_t log
   pi(a_t) + kl_coef * mean_t k3(t), k3 = exp(d) - d - 1 with d = log P_prior - log P_agent per token
   (Schulman's unbiased KL estimator, as GRPO uses). One update per batch, so the PPO ratio is 1.
+* ``method = "dpo"``: direct preference optimisation (Rafailov et al. 2023) on pairs built offline before
+  the first step: the prior samples two rollouts per pair (``pairs`` pairs, so 2 x ``pairs`` reward
+  calls), the higher reward is chosen (ties dropped), and the pairs are kept in pairs.jsonl beside the
+  checkpoints. Each step takes ``train.batch_size`` pairs at random: loss = -log sigmoid(beta *
+  (log-ratio chosen - log-ratio rejected)), log-ratio = log P_agent - log P_prior of the whole rollout.
 
 A *diversity filter* (Blaschke et al. 2020, "Memory-assisted reinforcement learning for diverse
 molecular de novo design") zeroes the reward of items already rewarded before (``identical``) and,
@@ -37,6 +42,7 @@ import io
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +59,16 @@ from ..rl_core import (
     TextDomain,
     augmented_likelihood_loss,
     collate,
+    dpo_loss,
     group_advantages,
     grpo_loss,
     plot_rewards,
+    preference_pairs,
     token_logps,
 )
 from . import Batch, Phase
 
-METHODS, FILTERS, ON_ERROR = ("reinvent", "grpo"), ("none", "identical", "scaffold"), ("skip", "stop")
+METHODS, FILTERS, ON_ERROR = ("reinvent", "grpo", "dpo"), ("none", "identical", "scaffold"), ("skip", "stop")
 DOMAINS = {"smiles": "genforge.train.rewards:MoleculeDomain"}  # codec kind -> plug-in; others: TextDomain
 
 
@@ -71,9 +79,11 @@ class RLTaskConfig:
     prior: str = ""  # the model to start from and stay near: a bundled name ("moses-smiles") or a folder
     reward: str = ""  # "package.module:function" or "path/to/file.py:function", list[str] -> list[float] in [0, 1]
     reward_args: dict[str, Any] = field(default_factory=dict)  # given: ``reward`` is a factory called with these
-    method: str = "reinvent"  # "reinvent" (augmented likelihood) or "grpo" (group-relative advantages + KL)
+    method: str = "reinvent"  # "reinvent" (augmented likelihood), "grpo" (group advantages + KL) or "dpo"
     sigma: float = 60.0  # reinvent: the reward's weight in the augmented likelihood
     kl_coef: float = 0.04  # grpo: the KL penalty's weight (DeepSeekMath's 0.04)
+    beta: float = 0.1  # dpo: the preference loss's inverse temperature (the DPO paper's 0.1)
+    pairs: int = 2048  # dpo: preference pairs sampled from the prior before training (2 reward calls each)
     temperature: float = 1.0  # sampling temperature of the rollouts
     max_tokens: int = 120  # tokens per rollout at most (and what fits the prior's context)
     prompt: str = ""  # what every rollout continues: a SMILES fragment ("" = from scratch) or text
@@ -102,7 +112,8 @@ class RLTaskConfig:
                   ("diversity_filter", self.diversity_filter in FILTERS, ", ".join(FILTERS)),
                   ("reward_errors", self.reward_errors in ON_ERROR, ", ".join(ON_ERROR)),
                   ("sigma", 0 < self.sigma <= 1e4, "0 < sigma <= 10000"),
-                  ("kl_coef", 0 <= self.kl_coef <= 100, "0 .. 100"),
+                  ("kl_coef", 0 <= self.kl_coef <= 100, "0 .. 100"), ("beta", 0 < self.beta <= 100, "0 < beta <= 100"),
+                  ("pairs", 1 <= self.pairs <= 10_000_000, "1 .. 10000000"),
                   ("temperature", 0.05 <= self.temperature <= 10, "0.05 .. 10"),
                   ("max_tokens", self.max_tokens >= 1, "an integer >= 1"),
                   ("replay_size", self.replay_size >= 0, ">= 0"),
@@ -117,8 +128,9 @@ class RLTaskConfig:
             v = getattr(self, name)
             if not ok or (isinstance(v, float) and not math.isfinite(v)):
                 raise ConfigError(f"task.{name}={v!r} is invalid: allowed {allowed}")
-        if self.method == "grpo" and self.replay_batch:
-            raise ConfigError("task.replay_batch > 0 works with method = 'reinvent' (GRPO learns on-policy): set 0")
+        if self.method != "reinvent" and self.replay_batch:
+            raise ConfigError(f"task.replay_batch > 0 works with method = 'reinvent' only ({self.method} has no "
+                              "replay): set 0")
 
 
 # --- the task ----------------------------------------------------------------------------------------------
@@ -179,8 +191,10 @@ class RLTask:
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         self.filter = DiversityFilter(t.diversity_filter, t.bucket_size, t.min_score)
         self.replay = Replay(t.replay_size)
-        self.s: dict[str, Any] = {"step": 0, "best": [], "acc": [], "low_run": 0, "skipped": 0, "warned": False}
+        self.s: dict[str, Any] = {"step": 0, "best": [], "acc": [], "low_run": 0, "skipped": 0, "warned": False,
+                                  "evals": 0}
         self._agent_ll: list[Tensor] = []
+        self.pairs = self._preference_pairs() if t.method == "dpo" else []
 
     def _load_prior(self) -> nn.Module:
         from ...checkpoint import load_tensors, load_weights
@@ -189,6 +203,41 @@ class RLTask:
         model = build_model(self.model_kind, self.fields, init=False)
         load_weights(model, load_tensors(self.prior_path, "model.safetensors", self.prior_meta), self.prior_path)
         return model.float()
+
+    def _preference_pairs(self) -> list[dict[str, Any]]:
+        """DPO's pairs: read from pairs.jsonl when it holds this prior's and reward's, else sampled from the
+        prior (a fixed seed), scored, and written there atomically."""
+        from tqdm.auto import tqdm
+
+        from ...atomic import atomic_write_text
+        from ..rl_core import preference_pairs
+
+        path, t = self.out / "pairs.jsonl", self.t
+        head = {"prior_sha256": self.prior_sha, "reward": self.reward_name, "prompt": t.prompt, "pairs": t.pairs,
+                "seed": self.cfg.train.seed, "temperature": t.temperature, "max_tokens": self.max_tokens}
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            if lines and json.loads(lines[0]) == head:
+                return [json.loads(ln) for ln in lines[1:]]
+        rng, out, chunk = torch.Generator().manual_seed(self.cfg.train.seed + 2), [], 2 * self.cfg.train.batch_size
+        t0 = time.perf_counter()
+        show = self.rt.is_main and self.cfg.train.progress
+        bar = tqdm(total=2 * t.pairs, unit="sample", desc="pairs", disable=not show)
+        for start in range(0, 2 * t.pairs, chunk):
+            seqs = self._sample(self.prior, min(chunk, 2 * t.pairs - start), rng)
+            items = [self.domain.decode(self.prompt + q) for q in seqs]
+            raw, problems = self._score(items, self.domain.keys(items))
+            self._report(problems)
+            out += preference_pairs(seqs, raw)
+            bar.update(len(seqs))
+        bar.close()
+        self.s["evals"] += 2 * t.pairs
+        if not out:
+            raise GenforgeError(f"the reward {self.reward_name} scored both samples of all {t.pairs} pairs alike: DPO "
+                                "has nothing to prefer (check the reward, or raise task.temperature)")
+        atomic_write_text(path, "\n".join(json.dumps(x) for x in [head, *out]) + "\n")
+        self.s["pairs_built_s"] = round(time.perf_counter() - t0, 3)  # logged with every record
+        return out
 
     def build_model(self) -> nn.Module:
         return self._load_prior()
@@ -247,7 +296,15 @@ class RLTask:
         """Sample, score, filter and replay: (ids, mask, prior log-probs, score, advantage, weight), each
         with a group dimension after the batch one: [fresh samples, replayed items (+ unused rows)]."""
         t, b = self.t, self.cfg.train.batch_size
+        if t.method == "dpo":
+            pick = [self.pairs[i] for i in torch.randint(len(self.pairs), (b,), generator=self.rng).tolist()]
+            ids, mask = collate(self.prompt, [p["chosen"] for p in pick] + [p["rejected"] for p in pick], self.pad_id)
+            sc = torch.tensor([p["rewards"][0] for p in pick] + [p["rewards"][1] for p in pick])
+            self._pending = {}
+            rows = (ids, mask, self._prior_lp(ids), sc, torch.zeros_like(sc), torch.full_like(sc, 1 / b))
+            return tuple(x.view(2, b, *x.shape[1:]).transpose(0, 1).contiguous() for x in rows)
         seqs = self._sample(self.model, b, self.rng)
+        self.s["evals"] += len(seqs)
         items = [self.domain.decode(self.prompt + s) for s in seqs]
         keys = self.domain.keys(items)
         raw, problems = self._score(items, keys)
@@ -279,8 +336,13 @@ class RLTask:
                      for x in (ids, mask, self._prior_lp(ids), sc, adv, w))
 
     def _loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        g = batch[0].shape[1]  # groups: fresh samples, then replayed items
+        g = batch[0].shape[1]  # groups: fresh samples, then replayed items (dpo: chosen, rejected)
         ids, mask, prior_lp, score, adv, w = (x.flatten(0, 1) for x in batch)
+        if self.t.method == "dpo":
+            seq = (token_logps(model, ids) * mask).sum(-1).view(-1, 2)
+            per, margin = dpo_loss(seq, (prior_lp * mask).sum(-1).view(-1, 2), self.t.beta)
+            self._agent_ll.append(margin.detach().cpu())
+            return per.mean() * self.cfg.train.grad_accum
         live = w > 0
         if not bool(live.any()):
             return sum(p.sum() * 0.0 for p in model.parameters())
@@ -326,17 +388,24 @@ class RLTask:
         tc, s = self.cfg.train, self.s
         s["step"] += 1
         st = dict(self._pending)
-        if self._agent_ll:
+        if self._agent_ll and self.t.method == "dpo":  # margins of the step's pairs (off-policy: no KL here)
+            m = torch.cat(self._agent_ll)
+            st.update(margin=float(m.mean()), pref_acc=float((m > 0).float().mean()))
+        elif self._agent_ll:
             st["kl"] = float(torch.cat(self._agent_ll).mean())
         self._agent_ll = []
         s["acc"].append(st)
-        low = st["validity"] < self.t.collapse_min_validity or st["unique"] < self.t.collapse_min_unique
+        low = "validity" in st and (st["validity"] < self.t.collapse_min_validity
+                                    or st["unique"] < self.t.collapse_min_unique)
         s["low_run"] = s["low_run"] + 1 if low else 0
         if s["step"] % tc.log_interval == 0 or s["step"] == tc.max_steps:
             names = dict.fromkeys(k for a in s["acc"] for k in a)  # intdiv needs 2 valid items: may be absent
             rec = {k: sum(a[k] for a in s["acc"] if k in a) / sum(k in a for a in s["acc"]) for k in names}
             rec.update(best_reward=s["best"][0][0] if s["best"] else 0.0, replay=len(self.replay.items),
-                       reward_skipped=s["skipped"])
+                       reward_skipped=s["skipped"], reward_evals=s["evals"])
+            if self.t.method == "dpo":
+                rec.pop("best_reward")
+                rec.update(pairs=len(self.pairs), pairs_built_s=s.get("pairs_built_s", 0.0))
             if self.rt.is_main:
                 with open(self.out / "metrics.jsonl", "a") as f:  # fit's log: one line per record
                     f.write(json.dumps({"step": s["step"], **rec}) + "\n")
@@ -371,6 +440,13 @@ class RLTask:
         sc = torch.tensor([r or 0.0 for r in raw])
         if self.t.method == "reinvent":
             loss = augmented_likelihood_loss(agent_lp.sum(-1), prior_lp.sum(-1), sc, self.t.sigma)
+        elif self.t.method == "dpo":  # the preference loss on the samples, paired as DPO's pairs are
+            pairs = preference_pairs(seqs, raw)[: max(1, len(seqs) // 2)]
+            loss = torch.zeros(1)
+            if pairs:
+                pid, pm = collate(self.prompt, [q for p in pairs for q in (p["chosen"], p["rejected"])], self.pad_id)
+                a = (token_logps(model, pid.to(self.rt.device)).cpu() * pm).sum(-1).view(-1, 2)
+                loss = dpo_loss(a, (self._prior_lp(pid) * pm).sum(-1).view(-1, 2), self.t.beta)[0]
         else:
             loss = grpo_loss(agent_lp, prior_lp, mask, group_advantages(sc, torch.ones_like(sc)), self.t.kl_coef)
         out = {"val_loss": float(loss.mean()), "val_kl": float((agent_lp.sum(-1) - prior_lp.sum(-1)).mean())}
