@@ -131,10 +131,11 @@ def test_what_speculative_decoding_refuses():
 
 
 def test_the_pipeline_and_the_cli_speculate(tmp_path, make_config, capsys):
+    from conftest import tiny_config
+
     import genforge
     from genforge.cli import main
     from genforge.train.fit import fit
-    from conftest import tiny_config
 
     target = fit(make_config(max_steps=30, eval_interval=30)).out_dir
     draft = fit(make_config(max_steps=30, eval_interval=30, n_layer=1, train={"out_dir": str(tmp_path / "d")})).out_dir
