@@ -157,8 +157,8 @@ def test_a_prompt_melody_is_shifted_into_range_and_a_broken_file_named(tmp_path,
 
 
 def train_music_model(tmp: Path, pieces: list[Piece]) -> tuple[Path, Path]:
-    """A tiny event-token Transformer (a few seconds) on ``pieces`` written as a folder of MIDI files;
-    (the run folder, the MIDI folder)."""
+    """A tiny event-token Transformer (a few seconds; enough steps that it composes notes, not only an end
+    token) on ``pieces`` written as a folder of MIDI files; (the run folder, the MIDI folder)."""
     from genforge.train.fit import fit
 
     folder = tmp / "tunes"
@@ -167,7 +167,7 @@ def train_music_model(tmp: Path, pieces: list[Piece]) -> tuple[Path, Path]:
         (folder / f"c{i}.mid").write_bytes(midi_bytes(Piece(p.name, p.notes, p.bars, p.key, p.meter, "user")))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENFORGE_HOME", str(tmp / "home"))
-        run = fit(tiny_config(tmp, str(folder), codec={"kind": "music"}, data={"augment": 2}, max_steps=40,
+        run = fit(tiny_config(tmp, str(folder), codec={"kind": "music"}, data={"augment": 2}, max_steps=120,
                               block_size=64, batch_size=8, lr=3e-3)).out_dir
     return run, folder
 

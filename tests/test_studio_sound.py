@@ -7,6 +7,7 @@ in its error box. Each test saves a screenshot to its tmp_path (and to ``GENFORG
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,8 @@ def test_compose_plays_a_piece_and_shows_its_piano_roll(studio: Studio, server):
                       timeout=60, what="a piece")
     assert studio.js("document.querySelectorAll('#sound-pieces figure.piece').length") == 1
     assert "G major" in page.inner_text("#sound-pieces figcaption") and "seed 3" in page.inner_text("#sound-pieces")
+    notes = re.search(r"(\d+) notes", page.inner_text("#sound-pieces figcaption"))
+    assert notes and int(notes.group(1)) > 0, page.inner_text("#sound-pieces figcaption")  # a piece, not silence
     roll = studio.js("(() => { const i = document.querySelector('#sound-pieces img'); "
                      "return [i.src.startsWith('data:image/png'), i.complete && i.naturalWidth > 0]; })()")
     assert roll == [True, True]
@@ -60,7 +63,7 @@ def test_compose_plays_a_piece_and_shows_its_piano_roll(studio: Studio, server):
     duration = studio.wait_until("(() => { const a = document.querySelector('#sound-pieces audio'); "
                                  "return a && a.readyState >= 1 && isFinite(a.duration) && a.duration; })()",
                                  what="the audio's metadata")
-    assert 1.0 < duration <= 8.0 + 1.5  # FluidSynth adds the release tail
+    assert 1.0 < duration <= 8.0 + 3.0  # FluidSynth adds the release tail of the last notes
     links = page.locator("#sound-pieces figcaption a").all_inner_texts()
     assert links == ["MIDI", "WAV"]
 

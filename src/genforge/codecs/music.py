@@ -136,13 +136,21 @@ class Decoded:
 
 
 def text_to_piece(text: str, name: str = "generated") -> Decoded:
-    """A token line (or several: they are read as one stream) back into a piece."""
+    """A token line (or several: they are read as one stream) back into a piece. Condition tokens (style,
+    key, meter) count once each, before the first event; a repeated or late one is malformed (skipped and
+    counted)."""
     style, key, meter = "user", "C major", "4/4"
     rows, bars, now, bad = [], [], 0, 0
     voice = pitch = None
+    started, given = False, set()
     for tok in text.split():
         kind, _, val = tok.partition(":")
         try:
+            if kind in ("style", "key", "meter"):
+                if started or kind in given:
+                    raise ValueError
+                given.add(kind)
+            started = started or tok == "bar" or kind in ("t", "v", "p", "d")
             if tok == "bar":
                 bars.append(now)
             elif kind == "t":
