@@ -41,7 +41,6 @@ class SpecStats:
     drafted: int = 0
     accepted: int = 0
     emitted: int = 0
-    per_round: list[int] = field(default_factory=list)  # tokens emitted by each round
     logprobs: list[float] = field(default_factory=list)  # of each emitted token under the target (raw)
 
     @property
@@ -54,10 +53,9 @@ class SpecStats:
 
 
 def distribution(logits: Tensor, params: SamplingParams) -> Tensor:
-    """(..., V) probabilities that ``sample_next`` draws from (one-hot on the argmax when greedy)."""
+    """(..., V) probabilities that ``sample_next`` draws from at a temperature above zero (greedy rounds
+    compare argmaxes instead)."""
     raw = logits.float()
-    if params.temperature < GREEDY_BELOW:
-        return torch.nn.functional.one_hot(raw.argmax(-1), raw.shape[-1]).to(raw.dtype)
     flat = raw.reshape(-1, raw.shape[-1])
     return torch.softmax(process_logits(flat, params, None, None), dim=-1).view_as(raw)
 
@@ -212,7 +210,6 @@ def speculative_tokens(target: StepModel, prompt_ids: Sequence[int], params: Sam
             if t == eos_id or len(out) == params.max_tokens:
                 break
         stats.emitted += done
-        stats.per_round.append(done)
         del stats.logprobs[len(stats.logprobs) - len(new) + done:]
         if out[-1] == eos_id:
             break
